@@ -1,0 +1,117 @@
+"""The run pipeline: claim → train (metrics, logs) → evaluate → finish.
+
+`execute_run` depends on nothing but the database: a Celery task calls it for a stand-alone run,
+and a Ray Tune trial calls it for a tuning trial, passing `on_report` to forward each epoch's
+metrics to Tune (and `should_stop` for an external stop signal).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback as tb
+from collections.abc import Callable
+from pathlib import Path
+
+
+from . import services
+from .models import Run
+from .trainers.base import RunCancelled, RunContext
+from .trainers.registry import get_trainer
+
+logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 0.5
+CANCEL_POLL_INTERVAL_S = 1.0
+TRACEBACK_EXCERPT_CHARS = 4000
+
+
+class _Recorder:
+    """Buffers metrics and log lines and writes them in bulk at most every FLUSH_INTERVAL_S, so
+    trainers that report every few milliseconds cost a handful of queries per second."""
+
+    def __init__(self, run_id: int, on_report: Callable[[int, dict], None] | None):
+        self.run_id = run_id
+        self.on_report = on_report
+        self.points: list[tuple[int, dict[str, float]]] = []
+        self.lines: list[tuple[str, str]] = []
+        self.last_flush = time.monotonic()
+        self.last_cancel_poll = 0.0
+        self.cancelled = False
+
+    def report(self, step: int, metrics: dict[str, float]) -> None:
+        self.points.append((step, metrics))
+        self._maybe_flush()
+        if self.on_report is not None:
+            self.on_report(step, metrics)
+
+    def log(self, text: str, stream: str = "stdout") -> None:
+        for line in text.splitlines() or [""]:
+            self.lines.append((stream, line))
+        self._maybe_flush()
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self.cancelled and now - self.last_cancel_poll >= CANCEL_POLL_INTERVAL_S:
+            self.last_cancel_poll = now
+            self.cancelled = services.run_cancel_requested(run_id=self.run_id)
+        return self.cancelled
+
+    def _maybe_flush(self) -> None:
+        if time.monotonic() - self.last_flush >= FLUSH_INTERVAL_S:
+            self.flush()
+
+    def flush(self) -> None:
+        points, lines = self.points, self.lines
+        self.points, self.lines = [], []
+        self.last_flush = time.monotonic()
+        services.run_metrics_record(run_id=self.run_id, points=points)
+        services.run_logs_append(run_id=self.run_id, lines=lines)
+
+
+def execute_run(
+    run_id: int,
+    *,
+    on_report: Callable[[int, dict[str, float]], None] | None = None,
+) -> Run | None:
+    """Execute a queued run to its end. Returns the run, or None if it was not queued (already
+    claimed by another delivery, or cancelled before it started)."""
+    if not services.run_begin(run_id=run_id):
+        logger.info("run %s is not queued; not executing it", run_id)
+        return None
+    run = Run.objects.get(pk=run_id)
+    recorder = _Recorder(run_id, on_report)
+    ctx = RunContext(
+        run_id=run_id,
+        hyperparameters=run.hyperparameters,
+        dataset=run.dataset,
+        output_dir=Path(run.output_dir),
+        report=recorder.report,
+        log=recorder.log,
+        should_stop=recorder.should_stop,
+    )
+    try:
+        trainer = get_trainer(run.trainer)
+        recorder.log(f"run {run_id}: trainer {run.trainer} on {run.dataset} with {run.hyperparameters}", "system")
+        state = trainer.train(ctx)
+        if recorder.should_stop():
+            raise RunCancelled()
+        result = trainer.evaluate(ctx, state)
+        recorder.log(f"evaluation: {result.primary_metric}={result.primary_score:.6g} {result.metrics}", "system")
+        recorder.flush()
+        services.run_finish(run_id=run_id, result=result)
+    except RunCancelled:
+        recorder.log("cancelled on request", "system")
+        recorder.flush()
+        services.run_end(run_id=run_id, status=Run.Status.CANCELLED, message="Cancelled on request.")
+    except BaseException as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        excerpt = "".join(tb.format_exception(exc))[-TRACEBACK_EXCERPT_CHARS:]
+        recorder.log(excerpt, "stderr")
+        try:
+            recorder.flush()
+        finally:
+            services.run_end(run_id=run_id, status=Run.Status.FAILED, message=message, traceback=excerpt)
+        if not isinstance(exc, Exception):
+            raise
+    return Run.objects.get(pk=run_id)

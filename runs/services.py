@@ -1,0 +1,168 @@
+"""State transitions of runs. Every write to a run goes through here."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from tunix_rt.exceptions import InvalidTransition, ValidationError
+
+from .models import Evaluation, LogLine, MetricPoint, Run
+from .trainers.base import EvaluationResult
+from .trainers.registry import get_trainer
+
+MAX_NAME_LENGTH = 200
+
+
+def run_validate(*, trainer: Any, dataset: Any, hyperparameters: Any) -> dict[str, Any]:
+    """Complete, validated hyperparameters for a run, or ValidationError naming the field."""
+    if not isinstance(trainer, str):
+        raise ValidationError("must be a trainer name", field="trainer")
+    if not isinstance(dataset, str):
+        raise ValidationError("must be a dataset name", field="dataset")
+    return get_trainer(trainer).validate(dataset=dataset, hyperparameters=hyperparameters)
+
+
+def run_output_dir(run_id: int) -> Path:
+    return settings.DATA_DIR / "runs" / str(run_id)
+
+
+def run_create(
+    *,
+    owner,
+    trainer: str,
+    dataset: str,
+    hyperparameters: dict[str, Any] | None = None,
+    name: str = "",
+    enqueue: bool = True,
+) -> Run:
+    """Validate and store a run; with `enqueue`, execute it on a Celery worker after commit."""
+    values = run_validate(trainer=trainer, dataset=dataset, hyperparameters=hyperparameters or {})
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValidationError(f"must be at most {MAX_NAME_LENGTH} characters", field="name")
+    with transaction.atomic():
+        run = Run.objects.create(
+            owner=owner, name=name, trainer=trainer, dataset=dataset, hyperparameters=values
+        )
+        run.output_dir = str(run_output_dir(run.pk))
+        run.save(update_fields=["output_dir"])
+        if enqueue:
+            from .tasks import execute_run_task
+
+            transaction.on_commit(lambda: execute_run_task.delay(run.pk))
+    return run
+
+
+def run_cancel(*, run: Run) -> Run:
+    """Cancel a queued run at once; ask a running one to stop (it ends `cancelled` shortly)."""
+    updated = Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(
+        status=Run.Status.CANCELLED, finished_at=timezone.now(), error_message="Cancelled before it started."
+    )
+    if not updated:
+        updated = Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(cancel_requested=True)
+    run.refresh_from_db()
+    if not updated:
+        raise InvalidTransition(f"run {run.pk} is already {run.status} and cannot be cancelled")
+    return run
+
+
+def run_begin(*, run_id: int) -> bool:
+    """Claim a queued run for execution. False if it is no longer queued (cancelled, or
+    already claimed by another delivery of the same task)."""
+    now = timezone.now()
+    claimed = Run.objects.filter(pk=run_id, status=Run.Status.QUEUED).update(
+        status=Run.Status.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1
+    )
+    if claimed:
+        Path(run_output_dir(run_id)).mkdir(parents=True, exist_ok=True)
+    return bool(claimed)
+
+
+def run_cancel_requested(*, run_id: int) -> bool:
+    return Run.objects.filter(pk=run_id, cancel_requested=True).exists()
+
+
+def run_metrics_record(*, run_id: int, points: Sequence[tuple[int, dict[str, float]]]) -> None:
+    """Store metric points in bulk; idempotent on (run, step) so replayed results overwrite."""
+    if not points:
+        return
+    latest: dict[int, dict[str, float]] = {}
+    for step, values in points:
+        latest.setdefault(step, {}).update(values)
+    now = timezone.now()
+    MetricPoint.objects.bulk_create(
+        [MetricPoint(run_id=run_id, step=step, values=values, recorded_at=now) for step, values in latest.items()],
+        update_conflicts=True,
+        unique_fields=["run", "step"],
+        update_fields=["values", "recorded_at"],
+        batch_size=1000,
+    )
+    last_step = max(latest)
+    run = Run.objects.only("latest_metrics").get(pk=run_id)
+    merged = dict(run.latest_metrics)
+    for step in sorted(latest):
+        merged.update(latest[step])
+    Run.objects.filter(pk=run_id).update(latest_metrics=merged, last_step=last_step, heartbeat_at=now)
+
+
+def run_logs_append(*, run_id: int, lines: Iterable[tuple[str, str]]) -> None:
+    """Append (stream, text) lines, keeping only the newest LOG_MAX_LINES of the run."""
+    limit = settings.TUNIX_RT["LOG_MAX_LINES"]
+    width = settings.TUNIX_RT["LOG_MAX_LINE_CHARS"]
+    lines = list(lines)
+    if not lines:
+        return
+    with transaction.atomic():
+        last = LogLine.objects.filter(run_id=run_id).aggregate(m=Max("seq"))["m"] or 0
+        lines = lines[-limit:] if len(lines) > limit else lines
+        skipped = 0
+        LogLine.objects.bulk_create(
+            [
+                LogLine(run_id=run_id, seq=last + i, stream=stream, text=text if len(text) <= width else text[:width] + " …[truncated]")
+                for i, (stream, text) in enumerate(lines, start=1)
+            ]
+        )
+        newest = last + len(lines)
+        if newest > limit:
+            skipped = LogLine.objects.filter(run_id=run_id, seq__lte=newest - limit).delete()[0]
+        if skipped:
+            Run.objects.filter(pk=run_id).update(log_lines_dropped=F("log_lines_dropped") + skipped)
+
+
+def run_finish(*, run_id: int, result: EvaluationResult) -> Run:
+    """Mark a running run succeeded and store its evaluation (exactly once)."""
+    score = result.primary_score
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run_id)
+        if run.status != Run.Status.RUNNING:
+            raise InvalidTransition(f"run {run_id} is {run.status}, not running")
+        Evaluation.objects.create(
+            run=run, metrics=result.metrics, primary_metric=result.primary_metric, primary_score=score, details=result.details
+        )
+        run.status = Run.Status.SUCCEEDED
+        run.finished_at = timezone.now()
+        run.save(update_fields=["status", "finished_at"])
+    return run
+
+
+def run_end(*, run_id: int, status: str, message: str = "", traceback: str = "") -> bool:
+    """End a run that is not yet terminal as failed or cancelled. False if it already ended."""
+    if status not in (Run.Status.FAILED, Run.Status.CANCELLED):
+        raise ValueError(status)
+    return bool(
+        Run.objects.filter(pk=run_id, status__in=Run.ACTIVE_STATUSES).update(
+            status=status, error_message=message[:10_000], error_traceback=traceback[-20_000:], finished_at=timezone.now()
+        )
+    )
+
+
+def run_delete_outputs(*, run: Run) -> None:
+    if run.output_dir:
+        shutil.rmtree(run.output_dir, ignore_errors=True)

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import factory
+from django.contrib.auth import get_user_model
+
+from runs.models import Run
+from tuning.models import Trial, TuningJob
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
+    password = factory.PostGenerationMethodCall("set_password", "pass-word-123")
+
+
+class RunFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Run
+
+    owner = factory.SubFactory(UserFactory)
+    trainer = "sklearn-mlp"
+    dataset = "digits"
+    hyperparameters = factory.LazyFunction(lambda: {"learning_rate": 0.001, "batch_size": 32})
+
+
+class TuningJobFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = TuningJob
+
+    owner = factory.SubFactory(UserFactory)
+    name = factory.Sequence(lambda n: f"job {n}")
+    trainer = "sklearn-mlp"
+    dataset = "digits"
+    metric = "val_accuracy"
+    mode = TuningJob.Mode.MAX
+    search_space = factory.LazyFunction(
+        lambda: {"learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-1}}
+    )
+    num_samples = 4
+
+
+class TrialFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Trial
+
+    job = factory.SubFactory(TuningJobFactory)
+    ray_trial_id = factory.Sequence(lambda n: f"trial_{n:05d}")
+    number = factory.Sequence(lambda n: n)

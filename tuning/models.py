@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from runs.models import Run
+
+
+class TuningJobQuerySet(models.QuerySet):
+    def visible_to(self, user) -> TuningJobQuerySet:
+        """Jobs a user may see: their own; staff see everything."""
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_staff:
+            return self
+        return self.filter(owner=user)
+
+    def active(self) -> TuningJobQuerySet:
+        return self.filter(status__in=TuningJob.ACTIVE_STATUSES)
+
+
+class TuningJob(models.Model):
+    """A search space + objective + budget + strategy: one Ray Tune experiment."""
+
+    class Status(models.TextChoices):
+        CREATED = "created"
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Mode(models.TextChoices):
+        MAX = "max"
+        MIN = "min"
+
+    class SearchAlgorithm(models.TextChoices):
+        RANDOM = "random", "Random search"
+        GRID = "grid", "Grid search"
+        OPTUNA = "optuna", "Optuna TPE"
+
+    class Scheduler(models.TextChoices):
+        FIFO = "fifo", "FIFO (run every trial to the end)"
+        ASHA = "asha", "ASHA (stop poor trials early)"
+        MEDIAN = "median", "Median stopping rule"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+    TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tuning_jobs")
+    name = models.CharField(max_length=200)
+    trainer = models.CharField(max_length=100)
+    dataset = models.CharField(max_length=200)
+    fixed_hyperparameters = models.JSONField(default=dict, blank=True)
+    search_space = models.JSONField(default=dict)
+    metric = models.CharField(max_length=100)
+    mode = models.CharField(max_length=3, choices=Mode.choices, default=Mode.MAX)
+    num_samples = models.PositiveIntegerField(default=10)
+    max_concurrent_trials = models.PositiveIntegerField(default=1)
+    search_algorithm = models.CharField(max_length=16, choices=SearchAlgorithm.choices, default=SearchAlgorithm.RANDOM)
+    scheduler = models.CharField(max_length=16, choices=Scheduler.choices, default=Scheduler.FIFO)
+    time_budget_s = models.PositiveIntegerField(null=True, blank=True)
+    cpus_per_trial = models.FloatField(default=1.0)
+    gpus_per_trial = models.FloatField(default=0.0)
+    max_failed_trials = models.PositiveIntegerField(null=True, blank=True)
+    seed = models.IntegerField(null=True, blank=True)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATED, db_index=True)
+    cancel_requested = models.BooleanField(default=False)
+    error_message = models.TextField(blank=True)
+    best_run = models.ForeignKey(Run, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    best_hyperparameters = models.JSONField(null=True, blank=True)
+    best_metric_value = models.FloatField(null=True, blank=True)
+    experiment_path = models.CharField(max_length=500, blank=True)
+    # Which worker drives the experiment, until when (a lease: one experiment per job).
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TuningJobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["owner", "-created_at"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(num_samples__gte=1), name="job_num_samples_positive"),
+            models.CheckConstraint(condition=Q(max_concurrent_trials__gte=1), name="job_concurrency_positive"),
+            models.CheckConstraint(condition=Q(cpus_per_trial__gt=0), name="job_cpus_positive"),
+            models.CheckConstraint(condition=Q(gpus_per_trial__gte=0), name="job_gpus_nonnegative"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def duration(self):
+        if self.started_at is None:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+
+class TrialQuerySet(models.QuerySet):
+    def for_job(self, job: TuningJob) -> TrialQuerySet:
+        return self.filter(job=job)
+
+    def best(self, mode: str) -> TrialQuerySet:
+        """Succeeded trials with a metric value, best first for the job's mode."""
+        order = "-best_metric_value" if mode == TuningJob.Mode.MAX else "best_metric_value"
+        return self.filter(status=Trial.Status.SUCCEEDED, best_metric_value__isnull=False).order_by(order, "id")
+
+
+class Trial(models.Model):
+    """One sampled configuration of a job; executed as exactly one run."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        STOPPED = "stopped", "Stopped early"
+        CANCELLED = "cancelled"
+
+    TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.STOPPED, Status.CANCELLED)
+
+    job = models.ForeignKey(TuningJob, on_delete=models.CASCADE, related_name="trials")
+    ray_trial_id = models.CharField(max_length=100)
+    number = models.PositiveIntegerField(default=0)
+    hyperparameters = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    run = models.OneToOneField(Run, on_delete=models.SET_NULL, null=True, blank=True, related_name="trial")
+    latest_metric_value = models.FloatField(null=True, blank=True)
+    best_metric_value = models.FloatField(null=True, blank=True)
+    iterations = models.PositiveIntegerField(default=0)
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TrialQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["job", "number", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "ray_trial_id"], name="trial_unique_job_ray_id"),
+        ]
+        indexes = [models.Index(fields=["job", "status"]), models.Index(fields=["job", "best_metric_value"])]
+
+    def __str__(self) -> str:
+        return f"{self.job} / trial {self.number}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL_STATUSES
+
+    @property
+    def duration(self):
+        if self.started_at is None:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at

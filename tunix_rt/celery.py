@@ -1,0 +1,25 @@
+"""The Celery application. Workers: `celery -A tunix_rt worker -Q runs,tuning`."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from celery.signals import worker_process_shutdown, worker_shutdown
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tunix_rt.settings")
+
+app = Celery("tunix_rt")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _shutdown_ray(**_kwargs) -> None:
+    """Stop Ray with the worker: otherwise its agents are orphaned (shared/DOMAIN.md)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
