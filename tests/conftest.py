@@ -115,7 +115,7 @@ def celery_worker(django_db_setup, django_db_blocker):
 
     _require_broker()
     app.control.purge()  # messages left by an aborted earlier session would hit the new database
-    worker = WorkerProcess().start()
+    worker = WorkerProcess(name=f"test-worker-{os.getpid()}").start()
     yield worker
     worker.stop()
 

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "template_partials",
     "runs",
     "tuning",
+    "traces",
 ]
 
 MIDDLEWARE = [

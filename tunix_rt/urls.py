@@ -10,6 +10,7 @@ urlpatterns = [
     path("api-auth/", include("rest_framework.urls")),
     path("api/", include("runs.api.urls")),
     path("api/tuning/", include("tuning.api.urls")),
+    path("api/", include("traces.api.urls")),
     path("runs/", include("runs.urls")),
     path("", include("tuning.urls")),
 ]

@@ -12,7 +12,11 @@ from tunix_rt.exceptions import ValidationError
 
 from .base import Trainer
 
-BUILTIN_TRAINERS = ("runs.trainers.sklearn_mlp.DigitsMLPTrainer",)
+BUILTIN_TRAINERS = (
+    "runs.trainers.sklearn_mlp.DigitsMLPTrainer",
+    "runs.trainers.command.load_command_trainers",
+    "traces.trainer.load_trainers",
+)
 
 
 @functools.cache
