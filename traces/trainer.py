@@ -6,6 +6,7 @@ validate hyperparameters. The training code lives in `traces.tunix_sft`, importe
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from runs.trainers.base import EvaluationResult, HyperParameter, RunContext, Trainer
@@ -100,16 +101,18 @@ class TunixSFTTrainer(Trainer):
             raise ValidationError("invalid hyperparameters", errors={"hyperparameters": errors})
 
     def train(self, ctx: RunContext) -> Any:
-        try:
-            from traces import tunix_sft
-        except ImportError as exc:
-            raise RuntimeError(f"{INSTALL_HINT} ({exc})") from None
-        return tunix_sft.train(ctx)
+        return _backend().train(ctx)
 
     def evaluate(self, ctx: RunContext, state: Any) -> EvaluationResult:
-        from traces import tunix_sft
+        return _backend().evaluate(ctx, state)
 
-        return tunix_sft.evaluate(ctx, state)
+
+def _backend():
+    """The training module (imports JAX and Tunix), or a RuntimeError saying what to install."""
+    try:
+        return importlib.import_module("traces.tunix_sft")
+    except ImportError as exc:
+        raise RuntimeError(f"{INSTALL_HINT} ({exc})") from None
 
 
 def load_trainers() -> list[Trainer]:
