@@ -438,6 +438,8 @@ def trial_complete(*, job_id: int, ray_trial_id: str, stopped_by: str) -> Trial:
         status, message = Trial.Status.FAILED, run.error_message
     elif trial.job.cancel_requested:
         status, message = Trial.Status.CANCELLED, "Cancelled with the job."
+    elif run is None:
+        status, message = Trial.Status.CANCELLED, "Not started before the experiment ended."
     else:
         status = Trial.Status.STOPPED
         message = f"Stopped early by {stopped_by} after {trial.iterations} iteration(s); not evaluated."
