@@ -36,6 +36,9 @@ def tuning_jobs_with_progress(queryset: QuerySet[TuningJob]) -> QuerySet[TuningJ
     """Jobs annotated with `trials_<status>` counts (and `trials_total`, `trials_done`) and with
     their best run and its evaluation joined: one query for a page of jobs."""
     status = Trial.Status
+    if not queryset.query.order_by:
+        # Aggregating queries ignore Meta.ordering: keep pages stable.
+        queryset = queryset.order_by(*TuningJob._meta.ordering)
     return queryset.select_related("owner", "best_run", "best_run__evaluation").annotate(
         trials_total=Count("trials", distinct=True),
         trials_done=Count("trials", filter=Q(trials__status__in=Trial.TERMINAL_STATUSES), distinct=True),
