@@ -284,7 +284,8 @@ def test_hyperparameters_are_validated_like_any_trainer(trainers_file):
         ('[trainers.x]\nargv = ["t"]\ndatasets = ["d"]\ntimeout_s = true\n', "timeout_s: must be a number"),
         ('[trainers.x]\nargv = ["t"]\ndatasets = ["d"]\nenv = {TUNIX_RT_RUN_ID = "1"}\n', "env.TUNIX_RT_RUN_ID"),
         (
-            '[trainers.x]\nargv = ["t"]\ndatasets = ["d"]\n[[trainers.x.hyperparameters]]\nname = "lr"\ntype = "float"\n',
+            '[trainers.x]\nargv = ["t"]\ndatasets = ["d"]\n[[trainers.x.hyperparameters]]\n'
+            'name = "lr"\ntype = "float"\n',
             "trainers.x.hyperparameters[0].default: is required",
         ),
         (
@@ -336,3 +337,15 @@ def test_missing_trainers_file_is_an_error_and_an_empty_setting_disables_it(sett
         load_command_trainers()
     settings.TUNIX_RT = {**settings.TUNIX_RT, "COMMAND_TRAINERS_FILE": ""}
     assert load_command_trainers() == []
+
+
+def test_system_check_reports_an_invalid_trainers_file(trainers_file):
+    from runs.checks import trainers_load
+
+    assert trainers_load(None) == []
+    path = trainers_file('[trainers.x]\nargv = ["t"]\n')
+
+    (error,) = trainers_load(None)
+
+    assert error.id == "runs.E001"
+    assert f"{path}: trainers.x.datasets: is required" in error.msg
