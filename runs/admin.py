@@ -7,7 +7,7 @@ import json
 
 from django.contrib import admin, messages
 from django.db.models import F
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from tunix_rt.exceptions import InvalidTransition
 
@@ -42,10 +42,12 @@ class EvaluationInline(admin.StackedInline):
 
 
 def _metrics_table(metrics: dict) -> str:
-    rows = "".join(
-        format_html("<tr><th>{}</th><td>{}</td></tr>", name, f"{value:.6g}") for name, value in metrics.items()
+    if not metrics:
+        return "—"
+    rows = format_html_join(
+        "", "<tr><th>{}</th><td>{}</td></tr>", ((name, f"{value:.6g}") for name, value in metrics.items())
     )
-    return format_html("<table>{}</table>", format_html(rows)) if rows else "—"
+    return format_html("<table>{}</table>", rows)
 
 
 @admin.register(Run)

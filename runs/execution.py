@@ -39,14 +39,17 @@ class _Recorder:
         self.last_flush = time.monotonic()
         self.last_cancel_poll = 0.0
         self.cancelled = False
-        self.points_left = settings.TUNIX_RT["METRIC_MAX_POINTS"]
+        self.max_points = settings.TUNIX_RT["METRIC_MAX_POINTS"]
+        self.steps: set[int] = set()
 
     def report(self, step: int, metrics: dict[str, float]) -> None:
-        if self.points_left > 0:
-            self.points_left -= 1
+        # A step reported again overwrites its point (replayed trials): only new steps count.
+        if step in self.steps or len(self.steps) < self.max_points:
+            self.steps.add(step)
             self.points.append((step, metrics))
-            if not self.points_left:
-                self.log("metric point limit reached (METRIC_MAX_POINTS); later steps are not stored", "system")
+        elif len(self.steps) == self.max_points:
+            self.steps.add(step)  # past the limit once: say so once
+            self.log(f"metric point limit reached ({self.max_points} steps); later steps are not stored", "system")
         self._maybe_flush()
         if self.on_report is not None:
             self.on_report(step, metrics)

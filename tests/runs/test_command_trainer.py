@@ -349,3 +349,14 @@ def test_system_check_reports_an_invalid_trainers_file(trainers_file):
 
     assert error.id == "runs.E001"
     assert f"{path}: trainers.x.datasets: is required" in error.msg
+
+
+@pytest.mark.django_db
+def test_metric_points_past_the_limit_are_not_stored_and_the_log_says_so(settings, user):
+    settings.TUNIX_RT = {**settings.TUNIX_RT, "METRIC_MAX_POINTS": 5}
+
+    run = execute_run(run_quadratic(user, epochs=8).pk)
+
+    assert run.status == Run.Status.SUCCEEDED
+    assert list(run.metric_points.values_list("step", flat=True)) == [1, 2, 3, 4, 5]
+    assert run.log_lines.filter(stream="system", text__startswith="metric point limit reached (5 steps)").count() == 1
