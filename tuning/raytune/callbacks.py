@@ -45,17 +45,23 @@ class TrialRecorder(tune.Callback):
         self._best: dict[str, float] = {}
         self._unsaved: dict[str, tuple[int, float | None]] = {}
         self._last_flush = 0.0
+        self._registered: set[str] = set()
 
-    def on_trial_add(self, iteration, trials, trial, **info):
-        _guarded(
-            "register a trial",
-            services.trial_register,
-            job_id=self.job_id,
-            ray_trial_id=trial.trial_id,
-            hyperparameters=plain(trial.config),
-        )
+    def on_step_end(self, iteration, trials, **info):
+        # Tune has no "trial added" hook: register new trials (pending) on the step that made them.
+        for trial in trials:
+            if trial.trial_id not in self._registered:
+                self._registered.add(trial.trial_id)
+                _guarded(
+                    "register a trial",
+                    services.trial_register,
+                    job_id=self.job_id,
+                    ray_trial_id=trial.trial_id,
+                    hyperparameters=plain(trial.config),
+                )
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        self._registered.add(trial.trial_id)
         _guarded(
             "start a trial",
             services.trial_start,

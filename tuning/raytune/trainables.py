@@ -49,16 +49,24 @@ def run_trial(config: dict[str, Any], job_id: int) -> None:
     from tuning import services
 
     ray_trial_id = tune.get_context().get_trial_id()
+    stopped_by_tune = False
     try:
         run_id = services.trial_run_claim(job_id=job_id, ray_trial_id=ray_trial_id, sampled=plain(config))
 
         def on_report(step: int, metrics: dict[str, float]) -> None:
+            nonlocal stopped_by_tune
             try:
                 tune.report({**metrics, "epoch": step})
-            except SystemExit:  # Tune stops a trial by exiting its thread inside report()
+            except SystemExit:
+                # Tune stops a trial by exiting its thread inside report(): end the run first.
+                stopped_by_tune = True
                 raise RunCancelled() from None
 
         run = execute_run(run_id, on_report=on_report)
+        if stopped_by_tune:
+            # Exit the thread as Tune expects: returning would make Tune's wrapper report a final
+            # result nobody reads, and the actor could not be reused for the next trial.
+            raise SystemExit(0)
         if run is not None and run.status == Run.Status.FAILED:
             raise TrialRunFailed(run.error_message or f"run {run_id} failed")
     finally:
