@@ -34,8 +34,16 @@ BAD_PAYLOADS = [
     ("unknown hyperparameter", payload(search_space={"depth": {"type": "int", "low": 1, "high": 3}}), "search_space"),
     ("low above high", payload(search_space={"alpha": {"type": "uniform", "low": 1, "high": 0}}), "search_space"),
     ("unknown type", payload(search_space={"alpha": {"type": "gaussian"}}), "search_space"),
-    ("grid too big", payload(search_space={"batch_size": {"type": "grid", "values": list(range(1, 101))},
-                                           "epochs": {"type": "grid", "values": list(range(1, 12))}}), "search_space"),
+    (
+        "grid too big",
+        payload(
+            search_space={
+                "batch_size": {"type": "grid", "values": list(range(1, 101))},
+                "epochs": {"type": "grid", "values": list(range(1, 12))},
+            }
+        ),
+        "search_space",
+    ),
     ("fixed hyperparameter invalid", payload(fixed_hyperparameters={"epochs": 0}), "fixed_hyperparameters"),
     ("fixed hyperparameters not an object", payload(fixed_hyperparameters=[1]), "fixed_hyperparameters"),
     ("metric the trainer does not report", payload(metric="bleu"), "metric"),
@@ -52,8 +60,11 @@ BAD_PAYLOADS = [
     ("seed negative", payload(seed=-1), "seed"),
     ("max failed trials not below the trials", payload(num_samples=3, max_failed_trials=3), "max_failed_trials"),
     ("grid search with a continuous parameter", payload(search_algorithm="grid"), "search_space"),
-    ("optuna with a grid", payload(search_algorithm="optuna",
-                                   search_space={"batch_size": {"type": "grid", "values": [8, 16]}}), "search_space"),
+    (
+        "optuna with a grid",
+        payload(search_algorithm="optuna", search_space={"batch_size": {"type": "grid", "values": [8, 16]}}),
+        "search_space",
+    ),
     ("unknown field", payload(num_sample=5), "num_sample"),
 ]
 
@@ -94,9 +105,13 @@ def test_list_is_paginated_owner_scoped_and_filterable(api_client, user, django_
 @pytest.mark.django_db
 def test_other_users_jobs_are_404(api_client):
     job = TuningJobFactory()
-    for method, url in [("get", f"{JOBS}{job.pk}/"), ("get", f"{JOBS}{job.pk}/trials/"),
-                        ("post", f"{JOBS}{job.pk}/start/"), ("post", f"{JOBS}{job.pk}/cancel/"),
-                        ("post", f"{JOBS}{job.pk}/clone/")]:
+    for method, url in [
+        ("get", f"{JOBS}{job.pk}/"),
+        ("get", f"{JOBS}{job.pk}/trials/"),
+        ("post", f"{JOBS}{job.pk}/start/"),
+        ("post", f"{JOBS}{job.pk}/cancel/"),
+        ("post", f"{JOBS}{job.pk}/clone/"),
+    ]:
         assert getattr(api_client, method)(url).status_code == 404, url
     assert TuningJob.objects.count() == 1
 
@@ -140,8 +155,13 @@ def test_cancel_and_clone(api_client, user):
 def test_trials_are_paginated_and_sortable_by_metric(api_client, user, django_assert_max_num_queries):
     job = TuningJobFactory(owner=user, status=TuningJob.Status.SUCCEEDED)
     for number, value in enumerate([0.5, 0.9, 0.7, None], start=1):
-        TrialFactory(job=job, number=number, best_metric_value=value, run=RunFactory(owner=user),
-                     status=Trial.Status.SUCCEEDED if value else Trial.Status.FAILED)
+        TrialFactory(
+            job=job,
+            number=number,
+            best_metric_value=value,
+            run=RunFactory(owner=user),
+            status=Trial.Status.SUCCEEDED if value else Trial.Status.FAILED,
+        )
     with django_assert_max_num_queries(4):
         body = api_client.get(f"{JOBS}{job.pk}/trials/", {"ordering": "metric", "page_size": 3}).json()
     assert body["count"] == 4
@@ -154,11 +174,16 @@ def test_trials_are_paginated_and_sortable_by_metric(api_client, user, django_as
 def test_every_endpoint_is_in_the_openapi_schema(api_client):
     schema = api_client.get("/api/schema/", {"format": "json"}).json()
     paths = schema["paths"]
-    for path in ["/api/tuning/jobs/", "/api/tuning/jobs/{id}/", "/api/tuning/jobs/{id}/trials/",
-                 "/api/tuning/jobs/{id}/start/", "/api/tuning/jobs/{id}/cancel/", "/api/tuning/jobs/{id}/clone/"]:
+    for path in [
+        "/api/tuning/jobs/",
+        "/api/tuning/jobs/{id}/",
+        "/api/tuning/jobs/{id}/trials/",
+        "/api/tuning/jobs/{id}/start/",
+        "/api/tuning/jobs/{id}/cancel/",
+        "/api/tuning/jobs/{id}/clone/",
+    ]:
         assert path in paths, path
     assert "post" in paths["/api/tuning/jobs/"] and "get" in paths["/api/tuning/jobs/"]
-
 
 
 @pytest.mark.django_db

@@ -37,7 +37,9 @@ SCHEDULER_LABELS = {
     TuningJob.Scheduler.ASHA: "the ASHA scheduler",
     TuningJob.Scheduler.MEDIAN: "the median stopping rule",
 }
-# ASHA needs a cap on iterations; trials never reach it (trainers bound their own epochs).
+# Schedulers count epochs (every forwarded result carries "epoch"; Tune's own iteration counter
+# counts forwarded results, which are coalesced for fast reporters). ASHA needs a cap on epochs;
+# trials never reach it (trainers bound their own epochs).
 ASHA_MAX_T = 100_000
 
 
@@ -113,17 +115,15 @@ def _search_algorithm(job: TuningJob):
 
 def _scheduler(job: TuningJob):
     if job.scheduler == TuningJob.Scheduler.ASHA:
-        return tune.schedulers.ASHAScheduler(
-            time_attr="training_iteration", max_t=ASHA_MAX_T, grace_period=1, reduction_factor=2
-        )
+        return tune.schedulers.ASHAScheduler(time_attr="epoch", max_t=ASHA_MAX_T, grace_period=1, reduction_factor=2)
     if job.scheduler == TuningJob.Scheduler.MEDIAN:
-        return tune.schedulers.MedianStoppingRule(
-            time_attr="training_iteration", grace_period=1, min_samples_required=2
-        )
+        return tune.schedulers.MedianStoppingRule(time_attr="epoch", grace_period=1, min_samples_required=2)
     return tune.schedulers.FIFOScheduler()
 
 
-def build_tuner(job: TuningJob, *, storage_path: str, name: str) -> tune.Tuner:
+def build_tuner(
+    job: TuningJob, *, storage_path: str, name: str, recorder: TrialRecorder, stopper: JobStopper
+) -> tune.Tuner:
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, job_id=job.pk),
         {"cpu": job.cpus_per_trial, "gpu": job.gpus_per_trial},
@@ -144,8 +144,8 @@ def build_tuner(job: TuningJob, *, storage_path: str, name: str) -> tune.Tuner:
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage_path,
-            stop=JobStopper(job.pk),
-            callbacks=[TrialRecorder(job.pk, job.metric, job.mode, SCHEDULER_LABELS[job.scheduler])],
+            stop=stopper,
+            callbacks=[recorder],
             failure_config=tune.FailureConfig(max_failures=0),
             verbose=0,
         ),
@@ -167,13 +167,18 @@ def tuning_job_run(*, job_id: int) -> TuningJob | None:
             logger.info("tuning job %s is not queued; not running it", job_id)
             return None
         error = ""
+        job = TuningJob.objects.get(pk=job_id)
+        recorder = TrialRecorder(job.pk, job.metric, job.mode, SCHEDULER_LABELS[job.scheduler])
+        stopper = JobStopper(job.pk)
         try:
             ensure_ray()
-            job = TuningJob.objects.get(pk=job_id)
-            build_tuner(job, storage_path=storage_path, name=name).fit()
+            build_tuner(job, storage_path=storage_path, name=name, recorder=recorder, stopper=stopper).fit()
         except Exception as exc:
             logger.exception("tuning job %s: the experiment failed", job_id)
             error = f"{type(exc).__name__}: {exc}"
+        finally:
+            stopper.close()
+            recorder.close()  # every trial write applied before reconciling
         stop_reason = services.tuning_job_should_stop(job_id=job_id)
         return services.tuning_job_finalize(
             job_id=job_id, stop_reason="" if stop_reason == "cancelled" else stop_reason, error=error

@@ -7,8 +7,13 @@ folder, trainer plugins) comes from the `runtime_env` the runner passed to `ray.
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from typing import Any
+
+# Shortest interval between two results forwarded to Tune by one trial (see run_trial).
+TUNE_REPORT_MIN_INTERVAL_S = 0.05
 
 
 class TrialRunFailed(RuntimeError):
@@ -49,16 +54,43 @@ def run_trial(config: dict[str, Any], job_id: int) -> None:
     from tuning import services
 
     ray_trial_id = tune.get_context().get_trial_id()
+    stopped_by_tune = False
+    last_forward = -math.inf
+    unforwarded: tuple[int, dict[str, float]] | None = None
+
+    def forward(step: int, metrics: dict[str, float]) -> None:
+        nonlocal stopped_by_tune
+        try:
+            tune.report({**metrics, "epoch": step})
+        except SystemExit:
+            # Tune stops a trial by exiting its thread inside report(): end the run first.
+            stopped_by_tune = True
+            raise RunCancelled() from None
+
+    def on_report(step: int, metrics: dict[str, float]) -> None:
+        # Every report is stored by the run pipeline; Tune gets at most one per
+        # TUNE_REPORT_MIN_INTERVAL_S (the latest), which is all its schedulers need and keeps a
+        # trainer reporting every few milliseconds from being throttled by Tune's driver loop.
+        nonlocal last_forward, unforwarded
+        now = time.monotonic()
+        if now - last_forward >= TUNE_REPORT_MIN_INTERVAL_S:
+            last_forward, unforwarded = now, None
+            forward(step, metrics)
+        else:
+            unforwarded = (step, metrics)
+
     try:
         run_id = services.trial_run_claim(job_id=job_id, ray_trial_id=ray_trial_id, sampled=plain(config))
-
-        def on_report(step: int, metrics: dict[str, float]) -> None:
-            try:
-                tune.report({**metrics, "epoch": step})
-            except SystemExit:  # Tune stops a trial by exiting its thread inside report()
-                raise RunCancelled() from None
-
         run = execute_run(run_id, on_report=on_report)
+        if not stopped_by_tune and unforwarded is not None and run is not None and run.status != Run.Status.FAILED:
+            try:
+                forward(*unforwarded)  # Tune sees the final epoch too
+            except RunCancelled:
+                pass
+        if stopped_by_tune:
+            # Exit the thread as Tune expects: returning would make Tune's wrapper report a final
+            # result nobody reads, and the actor could not be reused for the next trial.
+            raise SystemExit(0)
         if run is not None and run.status == Run.Status.FAILED:
             raise TrialRunFailed(run.error_message or f"run {run_id} failed")
     finally:
