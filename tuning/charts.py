@@ -1,0 +1,147 @@
+"""Chart data for the job page, bounded whatever the number of trials.
+
+Each chart is a small JSON spec that `static/js/app.js` draws with uPlot: an x array and a few
+series. Sizes are capped (CHART_MAX_POINTS points, CURVE_MAX_TRIALS learning curves) so that a job
+with 10,000 trials costs the same handful of queries and a few tens of KB.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from runs.models import MetricPoint
+
+from .models import Trial, TuningJob
+from .selectors import best_so_far_series
+
+CHART_MAX_POINTS = 2000
+CURVE_MAX_TRIALS = 10
+CURVE_MAX_RUNNING = 4
+SCATTER_MAX_TRIALS = 2000
+
+
+def _stride(items: list, limit: int) -> list:
+    """At most `limit` items evenly spread, always keeping the last one."""
+    if len(items) <= limit:
+        return items
+    step = len(items) / limit
+    picked = [items[int(i * step)] for i in range(limit - 1)]
+    return [*picked, items[-1]]
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def best_so_far_chart(job: TuningJob) -> dict:
+    series = _stride(best_so_far_series(job), CHART_MAX_POINTS)
+    return {
+        "id": "best-so-far",
+        "kind": "lines",
+        "xLabel": "trials finished",
+        "yLabel": job.metric,
+        "x": list(range(1, len(series) + 1)),
+        "series": [
+            {"label": f"best {job.metric} so far", "values": [p["best"] for p in series], "step": True, "width": 2},
+            {"label": "trial result", "values": [p["value"] for p in series], "points": True},
+        ],
+        "tooltips": [f"trial {p['trial']}" for p in series],
+    }
+
+
+def learning_curves_chart(job: TuningJob) -> dict:
+    """The metric per iteration for the best trials so far and the trials running now."""
+    best = list(
+        Trial.objects.best(job.mode)
+        .filter(job=job, run__isnull=False)
+        .values_list("number", "run_id")[:CURVE_MAX_TRIALS]
+    )
+    running = list(
+        Trial.objects.for_job(job)
+        .filter(status=Trial.Status.RUNNING, run__isnull=False)
+        .order_by("-number")
+        .values_list("number", "run_id")[:CURVE_MAX_RUNNING]
+    )
+    trials = dict(best)
+    for number, run_id in running:
+        trials.setdefault(number, run_id)
+    run_to_trial = {run_id: number for number, run_id in trials.items()}
+    points: dict[int, dict[int, float | None]] = {run_id: {} for run_id in run_to_trial}
+    steps: set[int] = set()
+    rows = (
+        MetricPoint.objects.filter(run_id__in=run_to_trial)
+        .order_by("step")
+        .values_list("run_id", "step", "values")[: CHART_MAX_POINTS * len(run_to_trial) or 1]
+    )
+    for run_id, step, values in rows:
+        value = _finite(values.get(job.metric)) if isinstance(values, dict) else None
+        if value is not None:
+            points[run_id][step] = value
+            steps.add(step)
+    x = _stride(sorted(steps), CHART_MAX_POINTS)
+    series = [
+        {"label": f"trial {run_to_trial[run_id]}", "values": [by_step.get(s) for s in x]}
+        for run_id, by_step in sorted(points.items(), key=lambda item: run_to_trial[item[0]])
+        if by_step
+    ]
+    return {
+        "id": "learning-curves",
+        "kind": "lines",
+        "xLabel": "iteration",
+        "yLabel": job.metric,
+        "x": x,
+        "series": series,
+    }
+
+
+def hyperparameter_charts(job: TuningJob) -> list[dict]:
+    """One scatter per searched hyperparameter: its value against the trial's metric."""
+    names = sorted(job.search_space) if isinstance(job.search_space, dict) else []
+    if not names:
+        return []
+    rows = list(
+        Trial.objects.for_job(job)
+        .filter(best_metric_value__isnull=False)
+        .order_by("-number")
+        .values_list("hyperparameters", "best_metric_value")[:SCATTER_MAX_TRIALS]
+    )
+    charts = []
+    for name in names:
+        spec = job.search_space.get(name) or {}
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        pairs = [(hp.get(name), value) for hp, value in rows if isinstance(hp, dict) and name in hp]
+        chart: dict[str, Any] = {
+            "id": f"hp-{name}",
+            "kind": "scatter",
+            "title": name,
+            "xLabel": name,
+            "yLabel": job.metric,
+        }
+        numeric = all(_finite(v) is not None for v, _ in pairs) and kind not in ("choice", "grid")
+        if numeric:
+            pairs.sort(key=lambda p: p[0])
+            chart["x"] = [float(v) for v, _ in pairs]
+            chart["xLog"] = kind == "loguniform" and all(v > 0 for v, _ in pairs)
+        else:
+            labels = [str(v) for v in spec.get("values", [])] if isinstance(spec, dict) else []
+            for v, _ in pairs:
+                if str(v) not in labels:
+                    labels.append(str(v))
+            index = {label: i for i, label in enumerate(labels)}
+            pairs.sort(key=lambda p: index[str(p[0])])
+            chart["x"] = [index[str(v)] for v, _ in pairs]
+            chart["xLabels"] = labels
+        chart["series"] = [{"label": job.metric, "values": [value for _, value in pairs], "points": True}]
+        charts.append(chart)
+    return charts
+
+
+def job_charts(job: TuningJob) -> dict:
+    return {
+        "best": best_so_far_chart(job),
+        "curves": learning_curves_chart(job),
+        "hyperparameters": hyperparameter_charts(job),
+    }
