@@ -64,9 +64,9 @@ def _metric_curves(run: Run) -> dict:
     other = [s for s in series if "loss" not in s["label"]]
     charts = {}
     if loss:
-        charts["loss"] = {"kind": "lines", "xLabel": "step", "yLabel": "loss", "x": x, "series": loss}
+        charts["loss"] = {"kind": "lines", "xInteger": True, "xLabel": "step", "yLabel": "loss", "x": x, "series": loss}
     if other:
-        charts["scores"] = {"kind": "lines", "xLabel": "step", "yLabel": "value", "x": x, "series": other}
+        charts["scores"] = {"kind": "lines", "xInteger": True, "xLabel": "step", "yLabel": "value", "x": x, "series": other}
     return charts
 
 

@@ -10,15 +10,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from django.core.cache import cache
+from django.db.models import Count, Max, Sum
+from django.db.models.fields.json import KT
+
 from runs.models import MetricPoint
 
 from .models import Trial, TuningJob
 from .selectors import best_so_far_series
 
-CHART_MAX_POINTS = 2000
+CHART_MAX_POINTS = 1000
 CURVE_MAX_TRIALS = 10
 CURVE_MAX_RUNNING = 4
-SCATTER_MAX_TRIALS = 2000
+SCATTER_MAX_TRIALS = 1000
+CHART_CACHE_S = 600
+ACTIVE_CHART_CACHE_S = 4
 
 
 def _stride(items: list, limit: int) -> list:
@@ -30,6 +36,17 @@ def _stride(items: list, limit: int) -> list:
     return [*picked, items[-1]]
 
 
+def _number_or_text(value: Any) -> Any:
+    """A JSON value extracted as text by the database, back as a number where it is one."""
+    if isinstance(value, (int, float)):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return int(number) if number.is_integer() and "." not in str(value) and "e" not in str(value).lower() else number
+
+
 def _finite(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
@@ -37,13 +54,16 @@ def _finite(value: Any) -> float | None:
 
 
 def best_so_far_chart(job: TuningJob) -> dict:
+    # Every finished trial counts towards the running best; only an even sample is drawn. (A
+    # window-function version returning only the drawn rows was slower on SQLite: 30 ms.)
     series = _stride(best_so_far_series(job), CHART_MAX_POINTS)
     return {
         "id": "best-so-far",
         "kind": "lines",
         "xLabel": "trials finished",
+        "xInteger": True,
         "yLabel": job.metric,
-        "x": list(range(1, len(series) + 1)),
+        "x": [p.get("position", i) for i, p in enumerate(series, start=1)],
         "series": [
             {"label": f"best {job.metric} so far", "values": [p["best"] for p in series], "step": True, "width": 2},
             {"label": "trial result", "values": [p["value"] for p in series], "points": True},
@@ -90,6 +110,7 @@ def learning_curves_chart(job: TuningJob) -> dict:
     return {
         "id": "learning-curves",
         "kind": "lines",
+        "xInteger": True,
         "xLabel": "iteration",
         "yLabel": job.metric,
         "x": x,
@@ -102,17 +123,21 @@ def hyperparameter_charts(job: TuningJob) -> list[dict]:
     names = sorted(job.search_space) if isinstance(job.search_space, dict) else []
     if not names:
         return []
+    # Only the searched keys, extracted by the database: decoding every trial's whole JSON in
+    # Python costs more than the rest of the page.
+    extracted = {f"hp_{i}": KT(f"hyperparameters__{name}") for i, name in enumerate(names)}
     rows = list(
         Trial.objects.for_job(job)
         .filter(best_metric_value__isnull=False)
         .order_by("-number")
-        .values_list("hyperparameters", "best_metric_value")[:SCATTER_MAX_TRIALS]
+        .annotate(**extracted)
+        .values_list("best_metric_value", *extracted.keys())[:SCATTER_MAX_TRIALS]
     )
     charts = []
-    for name in names:
+    for i, name in enumerate(names):
         spec = job.search_space.get(name) or {}
         kind = spec.get("type") if isinstance(spec, dict) else None
-        pairs = [(hp.get(name), value) for hp, value in rows if isinstance(hp, dict) and name in hp]
+        pairs = [(_number_or_text(row[i + 1]), row[0]) for row in rows if row[i + 1] is not None]
         chart: dict[str, Any] = {
             "id": f"hp-{name}",
             "kind": "scatter",
@@ -140,8 +165,20 @@ def hyperparameter_charts(job: TuningJob) -> list[dict]:
 
 
 def job_charts(job: TuningJob) -> dict:
-    return {
-        "best": best_so_far_chart(job),
-        "curves": learning_curves_chart(job),
-        "hyperparameters": hyperparameter_charts(job),
-    }
+    """All charts of a job, cached until its trials change (a finished job's charts are computed
+    once; a running job's when a trial reports)."""
+    version = Trial.objects.for_job(job).aggregate(
+        n=Count("id"), iterations=Sum("iterations"), finished=Max("finished_at"), started=Max("started_at")
+    )
+    stamps = [int(v.timestamp() * 1e6) if v else 0 for v in (version["finished"], version["started"])]
+    key = f"tuning:charts:{job.pk}:{job.status}:{version['n']}:{version['iterations']}:{stamps[0]}:{stamps[1]}"
+    charts = cache.get(key)
+    if charts is None:
+        charts = {
+            "best": best_so_far_chart(job),
+            "curves": learning_curves_chart(job),
+            "hyperparameters": hyperparameter_charts(job),
+        }
+        # A running job's metric points may change without touching its trials: keep that short.
+        cache.set(key, charts, timeout=CHART_CACHE_S if job.is_terminal else ACTIVE_CHART_CACHE_S)
+    return charts

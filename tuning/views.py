@@ -31,6 +31,9 @@ CHART_POLL_INTERVAL = "5s"
 _DURATION = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
 # Sort keys of the trial table → ordering. `metric` means best first for the job's mode.
 TRIAL_SORTS = {
+    # Newest first, by creation: the live default. It walks the job's foreign-key index, where
+    # `number` (no (job, number) index yet) makes the database sort every trial of the job.
+    "recent": lambda mode: [F("id").desc()],
     "number": lambda mode: [F("number").asc()],
     "status": lambda mode: [F("status").asc(), F("number").asc()],
     "metric": lambda mode: [
@@ -41,7 +44,7 @@ TRIAL_SORTS = {
     "iterations": lambda mode: [F("iterations").asc()],
     "duration": lambda mode: [_DURATION.asc(nulls_last=True)],
 }
-DEFAULT_TRIAL_SORT = "-number"
+DEFAULT_TRIAL_SORT = "recent"
 
 
 def _trial_ordering(sort: str, mode: str) -> tuple[str, list]:

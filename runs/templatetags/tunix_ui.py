@@ -113,3 +113,17 @@ def sort_link(context, key: str, label: str, target: str = "") -> str:
     )
     cls = "sorted" if current.lstrip("-") == key else ""
     return format_html('<a href="{}" class="{}" data-sort="{}"{}>{}{}</a>', href, cls, key, hx, label, arrow)
+
+
+@register.filter
+def space(spec: Any) -> str:
+    """One search-space entry as a person reads it: 'loguniform 0.0001 … 0.1', 'choice 16, 32'."""
+    if not isinstance(spec, dict):
+        return hpvalue(spec)
+    kind = spec.get("type", "?")
+    if "values" in spec and isinstance(spec["values"], list):
+        return f"{kind} {', '.join(hpvalue(v) for v in spec['values'])}"
+    text = f"{kind} {hpvalue(spec.get('low'))} … {hpvalue(spec.get('high'))}"
+    if spec.get("step") is not None:
+        text += f" step {hpvalue(spec['step'])}"
+    return text

@@ -37,6 +37,19 @@
     if (xLabels) {
       xAxis.splits = function () { return xLabels.map(function (_, i) { return i; }); };
       xAxis.values = function (u, splits) { return splits.map(function (i) { return xLabels[i] != null ? xLabels[i] : ""; }); };
+    } else if (spec.xLog) {
+      // One tick per power of ten: the default minor ticks crowd a small chart.
+      xAxis.splits = function (u, axisIdx, min, max) {
+        var out = [];
+        for (var e = Math.floor(Math.log10(min)); e <= Math.ceil(Math.log10(max)); e++) {
+          var v = Math.pow(10, e);
+          if (v >= min * 0.999 && v <= max * 1.001) out.push(v);
+        }
+        return out.length ? out : [min, max];
+      };
+      xAxis.values = function (u, splits) { return splits.map(function (v) { return v == null ? "" : (+v.toPrecision(2)).toString(); }); };
+    } else if (spec.xInteger) {
+      xAxis.incrs = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000];
     }
     return {
       width: width,
