@@ -116,7 +116,9 @@ def main() -> int:
                 failures.append(f"{name} at {n:,} trials: p95 {r['p95']:.1f} ms > {P95_BUDGET_MS} ms")
         small_r, large_r = rows[small.pk], rows[large.pk]
         if small_r["status"] == large_r["status"] == 200 and small_r["queries"] != large_r["queries"]:
-            failures.append(f"{name}: {small_r['queries']} queries at 10 trials, {large_r['queries']} at {args.trials:,}")
+            failures.append(
+                f"{name}: {small_r['queries']} queries at 10 trials, {large_r['queries']} at {args.trials:,}"
+            )
     print()
     for failure in failures:
         print(f"OVER BUDGET: {failure}")

@@ -66,7 +66,14 @@ def _metric_curves(run: Run) -> dict:
     if loss:
         charts["loss"] = {"kind": "lines", "xInteger": True, "xLabel": "step", "yLabel": "loss", "x": x, "series": loss}
     if other:
-        charts["scores"] = {"kind": "lines", "xInteger": True, "xLabel": "step", "yLabel": "value", "x": x, "series": other}
+        charts["scores"] = {
+            "kind": "lines",
+            "xInteger": True,
+            "xLabel": "step",
+            "yLabel": "value",
+            "x": x,
+            "series": other,
+        }
     return charts
 
 

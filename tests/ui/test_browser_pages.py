@@ -41,12 +41,24 @@ def test_trial_rows_appear_and_change_status_without_reloading(signed_in_page, b
 
     # The engine's writes, as the tuning callbacks make them: trial 3 finishes, trial 4 starts.
     now = timezone.now()
-    Trial.objects.filter(job=job, number=3).update(status=Trial.Status.SUCCEEDED, finished_at=now, best_metric_value=0.99)
+    Trial.objects.filter(job=job, number=3).update(
+        status=Trial.Status.SUCCEEDED, finished_at=now, best_metric_value=0.99
+    )
     Run.objects.filter(trial__job=job, trial__number=3).update(status=Run.Status.SUCCEEDED, finished_at=now)
-    run = Run.objects.create(owner=browser_user, trainer="sklearn-mlp", dataset="digits", status=Run.Status.RUNNING, started_at=now)
+    run = Run.objects.create(
+        owner=browser_user, trainer="sklearn-mlp", dataset="digits", status=Run.Status.RUNNING, started_at=now
+    )
     MetricPoint.objects.create(run=run, step=1, values={"val_accuracy": 0.4})
-    Trial.objects.create(job=job, ray_trial_id="t-new", number=4, status=Trial.Status.RUNNING, run=run,
-                         hyperparameters={"learning_rate": 0.01, "batch_size": 32}, started_at=now, iterations=1)
+    Trial.objects.create(
+        job=job,
+        ray_trial_id="t-new",
+        number=4,
+        status=Trial.Status.RUNNING,
+        run=run,
+        hyperparameters={"learning_rate": 0.01, "batch_size": 32},
+        started_at=now,
+        iterations=1,
+    )
     TuningJob.objects.filter(pk=job.pk).update(num_samples=4)
 
     page.wait_for_selector("#trial-4[data-status=running]", timeout=10_000)
@@ -73,7 +85,9 @@ def test_trial_rows_appear_and_change_status_without_reloading(signed_in_page, b
 
 def test_finished_job_page_draws_every_chart(signed_in_page, browser_user):
     page = signed_in_page
-    job = job_with_trials(browser_user, 30, status=TuningJob.Status.SUCCEEDED, running=0, name="digits sweep", epochs=12)
+    job = job_with_trials(
+        browser_user, 30, status=TuningJob.Status.SUCCEEDED, running=0, name="digits sweep", epochs=12
+    )
     TuningJob.objects.filter(pk=job.pk).update(started_at=timezone.now() - datetime.timedelta(minutes=6))
     page.goto(f"/jobs/{job.pk}/")
     page.wait_for_selector("#job-charts [data-chart=curves] canvas")
@@ -107,8 +121,15 @@ def test_pages_read_well_on_a_phone(browser, live_server, browser_user):
     client = Client()
     client.force_login(browser_user)
     context = browser.new_context(viewport={"width": 390, "height": 844}, base_url=live_server.url, is_mobile=True)
-    context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
-                          "url": live_server.url}])
+    context.add_cookies(
+        [
+            {
+                "name": settings.SESSION_COOKIE_NAME,
+                "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
+                "url": live_server.url,
+            }
+        ]
+    )
     page = context.new_page()
     page.goto("/")
     # Nothing wider than the screen: the layout reflows instead of scrolling sideways.

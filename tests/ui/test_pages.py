@@ -127,7 +127,20 @@ def test_trial_table_sorts_by_metric_best_first_and_paginates(client_in, owner):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "sort", ["recent", "-recent", "number", "-number", "status", "metric", "-metric", "iterations", "duration", "-duration", "bogus"]
+    "sort",
+    [
+        "recent",
+        "-recent",
+        "number",
+        "-number",
+        "status",
+        "metric",
+        "-metric",
+        "iterations",
+        "duration",
+        "-duration",
+        "bogus",
+    ],
 )
 def test_every_sort_key_renders(client_in, owner, sort):
     job = job_with_trials(owner, 5, running=1)
