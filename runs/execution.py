@@ -13,7 +13,6 @@ import traceback as tb
 from collections.abc import Callable
 from pathlib import Path
 
-
 from . import services
 from .models import Run
 from .trainers.base import RunCancelled, RunContext

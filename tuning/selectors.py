@@ -1,39 +1,107 @@
-"""Reads shared by the tuning pages and API.
+"""Reads shared by the API and the pages: progress counts, trial tables, chart series.
 
-STAND-IN on branch `ui`: the tuning engine (branch `tuning`) owns this module and implements the
-agreed functions; this minimal version lets the pages be built first and is replaced on merge.
+Every function here costs a fixed number of queries, whatever the number of jobs or trials.
 """
 
 from __future__ import annotations
 
-from django.db.models import Count, Q, QuerySet
+import math
+from collections import defaultdict
+from typing import Any
+
+from django.db.models import Count, F, Q, QuerySet
+
+from runs.models import MetricPoint
+from tunix_rt.exceptions import ValidationError
 
 from .models import Trial, TuningJob
 
+PROGRESS_FIELDS = ("total", "done", "succeeded", "failed", "stopped", "cancelled", "running", "pending")
+
+# Sort keys accepted by `trials_for_job` (prefix "-" for descending). "metric" sorts by the trial's
+# best value of the job's metric, best first for "metric" whatever the job's mode.
+TRIAL_ORDERINGS = {
+    "number": "number",
+    "status": "status",
+    "iterations": "iterations",
+    "best_metric_value": "best_metric_value",
+    "latest_metric_value": "latest_metric_value",
+    "created_at": "created_at",
+    "started_at": "started_at",
+    "finished_at": "finished_at",
+}
+
 
 def tuning_jobs_with_progress(queryset: QuerySet[TuningJob]) -> QuerySet[TuningJob]:
-    """Annotate each job with its trial counts per status (one query for a page of jobs)."""
-    counts = {
-        f"trials_{status}": Count("trials", filter=Q(trials__status=status)) for status in Trial.Status.values
-    }
-    return queryset.annotate(trials_total=Count("trials"), **counts)
-
-
-def trials_for_job(job: TuningJob, *, ordering: list[str] | tuple[str, ...] = ("number",)) -> QuerySet[Trial]:
-    return Trial.objects.for_job(job).select_related("run").order_by(*ordering, "id")
-
-
-def best_so_far_series(job: TuningJob) -> list[dict]:
-    """Finished trials with a metric value in completion order, with the best value so far."""
-    rows = (
-        Trial.objects.for_job(job)
-        .filter(best_metric_value__isnull=False, finished_at__isnull=False)
-        .order_by("finished_at", "id")
-        .values_list("number", "best_metric_value")
+    """Jobs annotated with `trials_<status>` counts (and `trials_total`, `trials_done`) and with
+    their best run and its evaluation joined: one query for a page of jobs."""
+    status = Trial.Status
+    if not queryset.query.order_by:
+        # Aggregating queries ignore Meta.ordering: keep pages stable.
+        queryset = queryset.order_by(*TuningJob._meta.ordering)
+    return queryset.select_related("owner", "best_run", "best_run__evaluation").annotate(
+        trials_total=Count("trials", distinct=True),
+        trials_done=Count("trials", filter=Q(trials__status__in=Trial.TERMINAL_STATUSES), distinct=True),
+        trials_succeeded=Count("trials", filter=Q(trials__status=status.SUCCEEDED), distinct=True),
+        trials_failed=Count("trials", filter=Q(trials__status=status.FAILED), distinct=True),
+        trials_stopped=Count("trials", filter=Q(trials__status=status.STOPPED), distinct=True),
+        trials_cancelled=Count("trials", filter=Q(trials__status=status.CANCELLED), distinct=True),
+        trials_running=Count("trials", filter=Q(trials__status=status.RUNNING), distinct=True),
+        trials_pending=Count("trials", filter=Q(trials__status=status.PENDING), distinct=True),
     )
-    series, best = [], None
-    better = max if job.mode == TuningJob.Mode.MAX else min
-    for number, value in rows:
-        best = value if best is None else better(best, value)
-        series.append({"trial": number, "value": value, "best": best})
+
+
+def job_progress(job: TuningJob) -> dict[str, int]:
+    """The progress counts of an annotated job as a dict (keys of PROGRESS_FIELDS)."""
+    return {name: getattr(job, f"trials_{name}", 0) for name in PROGRESS_FIELDS}
+
+
+def trials_for_job(job: TuningJob, *, ordering: str | None = None) -> QuerySet[Trial]:
+    """A job's trials with their run and evaluation joined, for tables; `ordering` is a key of
+    TRIAL_ORDERINGS or "metric", optionally prefixed by "-"."""
+    qs = Trial.objects.filter(job=job).select_related("run", "run__evaluation")
+    key = (ordering or "number").strip()
+    descending = key.startswith("-")
+    name = key.lstrip("-")
+    if name == "metric":
+        best_first = (job.mode == TuningJob.Mode.MAX) != descending
+        value = F("best_metric_value")
+        order = value.desc(nulls_last=True) if best_first else value.asc(nulls_last=True)
+        return qs.order_by(order, "number", "id")
+    if name not in TRIAL_ORDERINGS:
+        allowed = ", ".join(["metric", *TRIAL_ORDERINGS])
+        raise ValidationError(f"unknown ordering {key!r}; use one of {allowed} (prefix - to reverse)", field="ordering")
+    field = F(TRIAL_ORDERINGS[name])
+    return qs.order_by(field.desc(nulls_last=True) if descending else field.asc(nulls_last=True), "number", "id")
+
+
+def best_so_far_series(job: TuningJob) -> list[dict[str, Any]]:
+    """For each trial in number order: its value and the best value of any succeeded trial up to
+    it (null until one succeeded). One query."""
+    maximise = job.mode == TuningJob.Mode.MAX
+    rows = Trial.objects.filter(job=job).order_by("number", "id").values_list("number", "status", "best_metric_value")
+    series = []
+    best: float | None = None
+    for number, status, value in rows:
+        if status == Trial.Status.SUCCEEDED and value is not None and math.isfinite(value):
+            if best is None or (value > best if maximise else value < best):
+                best = value
+        series.append({"trial": number, "value": value, "status": status, "best_so_far": best})
     return series
+
+
+def learning_curves(job: TuningJob, *, metric: str | None = None) -> dict[int, list[tuple[int, float]]]:
+    """Per trial number, the (step, value) points of `metric` (the job's metric by default) of
+    the trial's run. One query."""
+    metric = metric or job.metric
+    curves: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    points = (
+        MetricPoint.objects.filter(run__trial__job=job)
+        .order_by("run__trial__number", "step")
+        .values_list("run__trial__number", "step", "values")
+    )
+    for number, step, values in points:
+        value = values.get(metric)
+        if isinstance(value, (int, float)):
+            curves[number].append((step, float(value)))
+    return dict(curves)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 from runs.trainers.registry import all_trainers
 from tunix_rt.exceptions import InvalidTransition, ServiceUnavailable, TunixRTError, ValidationError
 
+from . import services
 from .charts import job_charts
 from .forms import JobForm
 from .models import Trial, TuningJob
@@ -28,35 +29,14 @@ TRIALS_PER_PAGE = 25
 POLL_INTERVAL = "2s"
 CHART_POLL_INTERVAL = "5s"
 
-_DURATION = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
-# Sort keys of the trial table → ordering. `metric` means best first for the job's mode.
-TRIAL_SORTS = {
-    # Newest first, by creation: the live default. It walks the job's foreign-key index, where
-    # `number` (no (job, number) index yet) makes the database sort every trial of the job.
-    "recent": lambda mode: [F("id").desc()],
-    "number": lambda mode: [F("number").asc()],
-    "status": lambda mode: [F("status").asc(), F("number").asc()],
-    "metric": lambda mode: [
-        F("best_metric_value").desc(nulls_last=True)
-        if mode == TuningJob.Mode.MAX
-        else F("best_metric_value").asc(nulls_last=True)
-    ],
-    "iterations": lambda mode: [F("iterations").asc()],
-    "duration": lambda mode: [_DURATION.asc(nulls_last=True)],
-}
-DEFAULT_TRIAL_SORT = "recent"
+# Sort keys of the trial table (prefix "-" to reverse), all served by `trials_for_job`.
+# "metric" is best first for the job's mode.
+TRIAL_SORTS = ("number", "status", "metric", "iterations", "started_at", "finished_at")
+DEFAULT_TRIAL_SORT = "-number"
 
 
-def _trial_ordering(sort: str, mode: str) -> tuple[str, list]:
-    key = sort.lstrip("-")
-    if key not in TRIAL_SORTS:
-        sort, key = DEFAULT_TRIAL_SORT, DEFAULT_TRIAL_SORT.lstrip("-")
-    ordering = TRIAL_SORTS[key](mode)
-    if sort.startswith("-"):
-        ordering = [expression.copy() for expression in ordering]
-        for expression in ordering:
-            expression.reverse_ordering()
-    return sort, ordering
+def _trial_sort(sort: str) -> str:
+    return sort if sort.lstrip("-") in TRIAL_SORTS else DEFAULT_TRIAL_SORT
 
 
 def _visible_job(request: HttpRequest, pk: int) -> TuningJob:
@@ -94,8 +74,8 @@ def _job_live_context(request: HttpRequest, job: TuningJob) -> dict:
         **{status: Count("id", filter=Q(status=status)) for status in Trial.Status.values},
     )
     done = sum(counts[s] for s in Trial.TERMINAL_STATUSES)
-    sort, ordering = _trial_ordering(request.GET.get("sort", DEFAULT_TRIAL_SORT), job.mode)
-    page = Paginator(trials_for_job(job, ordering=ordering), TRIALS_PER_PAGE).get_page(request.GET.get("page"))
+    sort = _trial_sort(request.GET.get("sort", DEFAULT_TRIAL_SORT))
+    page = Paginator(trials_for_job(job, ordering=sort), TRIALS_PER_PAGE).get_page(request.GET.get("page"))
     best_trial = Trial.objects.best(job.mode).filter(job=job).select_related("run").first()
     elapsed = job.duration
     remaining = None
@@ -157,8 +137,6 @@ def job_create(request: HttpRequest) -> HttpResponse:
             form.data.update(dataset=source["dataset"], name=f"{trainer.name} on {source['dataset']}")
         template = "tuning/job_form.html#job-form" if request.htmx else "tuning/job_form.html"
         return render(request, template, {"trainers": trainers, "form": form, **_form_choices()})
-    from . import services  # the tuning engine lands on its own branch
-
     form = JobForm(trainer, request.POST)
     arguments = form.service_arguments()
     if arguments is not None:
@@ -202,8 +180,6 @@ def _action(request: HttpRequest, pk: int, perform) -> HttpResponse:
 @require_POST
 def job_start(request: HttpRequest, pk: int) -> HttpResponse:
     """Queue the job's experiment (409 if it is not in a startable state)."""
-    from . import services
-
     def perform(job: TuningJob) -> HttpResponse:
         services.tuning_job_start(job=job)
         messages.success(request, "Job started. Trials appear below as they are scheduled.")
@@ -216,8 +192,6 @@ def job_start(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     """Cancel the job: queued jobs end at once, running ones stop their trials shortly."""
-    from . import services
-
     def perform(job: TuningJob) -> HttpResponse:
         services.tuning_job_cancel(job=job)
         messages.success(request, "Cancellation requested: running trials are being stopped.")
@@ -230,8 +204,6 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def job_clone(request: HttpRequest, pk: int) -> HttpResponse:
     """Copy the job's definition into a new job owned by the user (not started)."""
-    from . import services
-
     def perform(job: TuningJob) -> HttpResponse:
         clone = services.tuning_job_clone(job=job, owner=request.user)
         messages.success(request, f"Cloned “{job.name}” as a new job. Press Start to run it.")

@@ -117,6 +117,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -213,3 +214,11 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
+
+# Tuning bounds (docs/tuning.md): parameters per search space, values per choice/grid, and trials
+# per job (num_samples, and grid combinations x num_samples).
+TUNIX_RT_TUNING = {
+    "MAX_PARAMETERS": env.int("TUNIX_RT_TUNING_MAX_PARAMETERS", default=32),
+    "MAX_CHOICE_VALUES": env.int("TUNIX_RT_TUNING_MAX_CHOICE_VALUES", default=256),
+    "MAX_TRIALS": env.int("TUNIX_RT_TUNING_MAX_TRIALS", default=1000),
+}
