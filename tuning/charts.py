@@ -124,9 +124,15 @@ def learning_curves_chart(job: TuningJob) -> dict:
     }
 
 
+def searched_names(job: TuningJob) -> list[str]:
+    """The hyperparameters the job varies (a search space may also pin some with type "fixed")."""
+    space = job.search_space if isinstance(job.search_space, dict) else {}
+    return sorted(name for name, spec in space.items() if not (isinstance(spec, dict) and spec.get("type") == "fixed"))
+
+
 def hyperparameter_charts(job: TuningJob) -> list[dict]:
     """One scatter per searched hyperparameter: its value against the trial's metric."""
-    names = sorted(job.search_space) if isinstance(job.search_space, dict) else []
+    names = searched_names(job)
     if not names:
         return []
     # Only the searched keys, extracted by the database: decoding every trial's whole JSON in
@@ -155,7 +161,7 @@ def hyperparameter_charts(job: TuningJob) -> list[dict]:
         if numeric:
             pairs.sort(key=lambda p: p[0])
             chart["x"] = [float(v) for v, _ in pairs]
-            chart["xLog"] = kind == "loguniform" and all(v > 0 for v, _ in pairs)
+            chart["xLog"] = kind in ("loguniform", "qloguniform") and all(v > 0 for v, _ in pairs)
         else:
             labels = [str(v) for v in spec.get("values", [])] if isinstance(spec, dict) else []
             for v, _ in pairs:

@@ -19,7 +19,7 @@ from runs.trainers.registry import all_trainers
 from tunix_rt.exceptions import InvalidTransition, ServiceUnavailable, TunixRTError, ValidationError
 
 from . import services
-from .charts import job_charts
+from .charts import job_charts, searched_names
 from .forms import JobForm
 from .models import Trial, TuningJob
 from .selectors import trials_for_job, tuning_jobs_with_progress
@@ -92,7 +92,7 @@ def _job_live_context(request: HttpRequest, job: TuningJob) -> dict:
         "best_trial": best_trial,
         "elapsed": elapsed,
         "remaining": remaining,
-        "searched": sorted(job.search_space) if isinstance(job.search_space, dict) else [],
+        "searched": searched_names(job),
         "poll_interval": POLL_INTERVAL,
         "chart_poll_interval": CHART_POLL_INTERVAL,
     }

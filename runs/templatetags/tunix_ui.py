@@ -123,7 +123,11 @@ def space(spec: Any) -> str:
     kind = spec.get("type", "?")
     if "values" in spec and isinstance(spec["values"], list):
         return f"{kind} {', '.join(hpvalue(v) for v in spec['values'])}"
+    if kind == "fixed":
+        return f"fixed {hpvalue(spec.get('value'))}"
     text = f"{kind} {hpvalue(spec.get('low'))} … {hpvalue(spec.get('high'))}"
     if spec.get("step") is not None:
         text += f" step {hpvalue(spec['step'])}"
+    if spec.get("q") is not None:
+        text += f" q {hpvalue(spec['q'])}"
     return text
