@@ -83,6 +83,23 @@ def test_trial_rows_appear_and_change_status_without_reloading(signed_in_page, b
     assert page.evaluate("window.__notReloaded") is True
 
 
+def test_job_list_rows_update_live_and_polling_stops(signed_in_page, browser_user):
+    page = signed_in_page
+    job = job_with_trials(browser_user, 4, running=2, name="listed sweep")
+    page.goto("/")
+    page.evaluate("window.__notReloaded = true")
+    assert page.locator(f"#job-{job.pk}").get_attribute("data-status") == "running"
+    assert page.locator("#job-table").get_attribute("hx-trigger") == "every 2s"
+
+    now = timezone.now()
+    Trial.objects.filter(job=job, status=Trial.Status.RUNNING).update(status=Trial.Status.SUCCEEDED, finished_at=now)
+    TuningJob.objects.filter(pk=job.pk).update(status=TuningJob.Status.SUCCEEDED, finished_at=now)
+    page.wait_for_selector(f"#job-{job.pk}[data-status=succeeded]", timeout=10_000)
+    assert "4 / 4" in page.locator(f"#job-{job.pk}").inner_text()
+    assert page.locator("#job-table").get_attribute("hx-trigger") is None
+    assert page.evaluate("window.__notReloaded") is True
+
+
 def test_finished_job_page_draws_every_chart(signed_in_page, browser_user):
     page = signed_in_page
     job = job_with_trials(
@@ -117,7 +134,7 @@ def test_pages_read_well_on_a_phone(browser, live_server, browser_user):
     from django.conf import settings
     from django.test import Client
 
-    job_with_trials(browser_user, 8, running=2, name="phone sweep")
+    job = job_with_trials(browser_user, 8, running=2, name="phone sweep")
     client = Client()
     client.force_login(browser_user)
     context = browser.new_context(viewport={"width": 390, "height": 844}, base_url=live_server.url, is_mobile=True)
@@ -132,7 +149,15 @@ def test_pages_read_well_on_a_phone(browser, live_server, browser_user):
     )
     page = context.new_page()
     page.goto("/")
-    # Nothing wider than the screen: the layout reflows instead of scrolling sideways.
+    # Nothing wider than the screen: the layout reflows (wide tables scroll inside their card).
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     screenshot(page, "jobs-phone")
+    page.goto(f"/jobs/{job.pk}/")
+    page.wait_for_selector("#job-charts [data-chart=best] canvas")
+    wide = page.evaluate(
+        "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 391)"
+        ".filter(e => !e.closest('.table-wrap')).slice(0, 5).map(e => e.tagName + '.' + e.className)"
+    )
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, wide
+    screenshot(page, "job-phone")
     context.close()
