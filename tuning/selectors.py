@@ -9,7 +9,8 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import Count, F, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from runs.models import MetricPoint
 from tunix_rt.exceptions import ValidationError
@@ -32,22 +33,29 @@ TRIAL_ORDERINGS = {
 }
 
 
+def _trial_count(statuses: tuple[str, ...] | None = None) -> Coalesce:
+    trials = Trial.objects.filter(job=OuterRef("pk"))
+    if statuses is not None:
+        trials = trials.filter(status__in=statuses)
+    counted = trials.order_by().values("job").annotate(n=Count("id")).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
+
+
 def tuning_jobs_with_progress(queryset: QuerySet[TuningJob]) -> QuerySet[TuningJob]:
     """Jobs annotated with `trials_<status>` counts (and `trials_total`, `trials_done`) and with
     their best run and its evaluation joined: one query for a page of jobs."""
+    # One correlated COUNT per status, each read from the (job, status) index. A JOIN + GROUP BY
+    # made SQLite sort a 10,000-trial job's rows with every selected column (~180 ms per job).
     status = Trial.Status
-    if not queryset.query.order_by:
-        # Aggregating queries ignore Meta.ordering: keep pages stable.
-        queryset = queryset.order_by(*TuningJob._meta.ordering)
     return queryset.select_related("owner", "best_run", "best_run__evaluation").annotate(
-        trials_total=Count("trials", distinct=True),
-        trials_done=Count("trials", filter=Q(trials__status__in=Trial.TERMINAL_STATUSES), distinct=True),
-        trials_succeeded=Count("trials", filter=Q(trials__status=status.SUCCEEDED), distinct=True),
-        trials_failed=Count("trials", filter=Q(trials__status=status.FAILED), distinct=True),
-        trials_stopped=Count("trials", filter=Q(trials__status=status.STOPPED), distinct=True),
-        trials_cancelled=Count("trials", filter=Q(trials__status=status.CANCELLED), distinct=True),
-        trials_running=Count("trials", filter=Q(trials__status=status.RUNNING), distinct=True),
-        trials_pending=Count("trials", filter=Q(trials__status=status.PENDING), distinct=True),
+        trials_total=_trial_count(),
+        trials_done=_trial_count(tuple(Trial.TERMINAL_STATUSES)),
+        trials_succeeded=_trial_count((status.SUCCEEDED,)),
+        trials_failed=_trial_count((status.FAILED,)),
+        trials_stopped=_trial_count((status.STOPPED,)),
+        trials_cancelled=_trial_count((status.CANCELLED,)),
+        trials_running=_trial_count((status.RUNNING,)),
+        trials_pending=_trial_count((status.PENDING,)),
     )
 
 
