@@ -13,16 +13,17 @@ import traceback as tb
 from collections.abc import Callable
 from pathlib import Path
 
+from django.conf import settings
 
 from . import services
 from .models import Run
-from .trainers.base import RunCancelled, RunContext
+from .trainers.base import RunCancelled, RunContext, TrainingFailed
 from .trainers.registry import get_trainer
 
 logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.5
-CANCEL_POLL_INTERVAL_S = 1.0
+CANCEL_POLL_INTERVAL_S = 0.5
 TRACEBACK_EXCERPT_CHARS = 4000
 
 
@@ -38,9 +39,17 @@ class _Recorder:
         self.last_flush = time.monotonic()
         self.last_cancel_poll = 0.0
         self.cancelled = False
+        self.max_points = settings.TUNIX_RT["METRIC_MAX_POINTS"]
+        self.steps: set[int] = set()
 
     def report(self, step: int, metrics: dict[str, float]) -> None:
-        self.points.append((step, metrics))
+        # A step reported again overwrites its point (replayed trials): only new steps count.
+        if step in self.steps or len(self.steps) < self.max_points:
+            self.steps.add(step)
+            self.points.append((step, metrics))
+        elif len(self.steps) == self.max_points:
+            self.steps.add(step)  # past the limit once: say so once
+            self.log(f"metric point limit reached ({self.max_points} steps); later steps are not stored", "system")
         self._maybe_flush()
         if self.on_report is not None:
             self.on_report(step, metrics)
@@ -55,6 +64,8 @@ class _Recorder:
         if not self.cancelled and now - self.last_cancel_poll >= CANCEL_POLL_INTERVAL_S:
             self.last_cancel_poll = now
             self.cancelled = services.run_cancel_requested(run_id=self.run_id)
+        # Trainers that wait on something else (a subprocess) poll here: keep their logs live.
+        self._maybe_flush()
         return self.cancelled
 
     def _maybe_flush(self) -> None:
@@ -105,9 +116,13 @@ def execute_run(
         recorder.flush()
         services.run_end(run_id=run_id, status=Run.Status.CANCELLED, message="Cancelled on request.")
     except BaseException as exc:
-        message = f"{type(exc).__name__}: {exc}"
-        excerpt = "".join(tb.format_exception(exc))[-TRACEBACK_EXCERPT_CHARS:]
-        recorder.log(excerpt, "stderr")
+        if isinstance(exc, TrainingFailed):
+            message, excerpt = str(exc), exc.detail[-TRACEBACK_EXCERPT_CHARS:]
+            recorder.log(message, "system")
+        else:
+            message = f"{type(exc).__name__}: {exc}"
+            excerpt = "".join(tb.format_exception(exc))[-TRACEBACK_EXCERPT_CHARS:]
+            recorder.log(excerpt, "stderr")
         try:
             recorder.flush()
         finally:

@@ -51,7 +51,11 @@ def run_create(
         run = Run.objects.create(
             owner=owner, name=name, trainer=trainer, dataset=dataset, hyperparameters=values
         )
-        run.output_dir = str(run_output_dir(run.pk))
+        output_dir = run_output_dir(run.pk)
+        # A folder already there belongs to a run that no longer exists (a database reset, or
+        # SQLite reusing the ids of rolled-back rows): never mix its files into this run.
+        shutil.rmtree(output_dir, ignore_errors=True)
+        run.output_dir = str(output_dir)
         run.save(update_fields=["output_dir"])
         if enqueue:
             from .tasks import execute_run_task
@@ -113,7 +117,8 @@ def run_metrics_record(*, run_id: int, points: Sequence[tuple[int, dict[str, flo
 
 
 def run_logs_append(*, run_id: int, lines: Iterable[tuple[str, str]]) -> None:
-    """Append (stream, text) lines, keeping only the newest LOG_MAX_LINES of the run."""
+    """Append (stream, text) lines, keeping only the newest LOG_MAX_LINES of the run. A line's
+    `seq` is its number in the run's whole output, dropped lines included."""
     limit = settings.TUNIX_RT["LOG_MAX_LINES"]
     width = settings.TUNIX_RT["LOG_MAX_LINE_CHARS"]
     lines = list(lines)
@@ -121,17 +126,22 @@ def run_logs_append(*, run_id: int, lines: Iterable[tuple[str, str]]) -> None:
         return
     with transaction.atomic():
         last = LogLine.objects.filter(run_id=run_id).aggregate(m=Max("seq"))["m"] or 0
-        lines = lines[-limit:] if len(lines) > limit else lines
-        skipped = 0
+        # Lines of this batch past the limit are never written, but they are counted.
+        skipped = max(0, len(lines) - limit)
         LogLine.objects.bulk_create(
             [
-                LogLine(run_id=run_id, seq=last + i, stream=stream, text=text if len(text) <= width else text[:width] + " …[truncated]")
-                for i, (stream, text) in enumerate(lines, start=1)
+                LogLine(
+                    run_id=run_id,
+                    seq=last + skipped + i,
+                    stream=stream,
+                    text=text if len(text) <= width else text[:width] + " …[truncated]",
+                )
+                for i, (stream, text) in enumerate(lines[skipped:], start=1)
             ]
         )
         newest = last + len(lines)
         if newest > limit:
-            skipped = LogLine.objects.filter(run_id=run_id, seq__lte=newest - limit).delete()[0]
+            skipped += LogLine.objects.filter(run_id=run_id, seq__lte=newest - limit).delete()[0]
         if skipped:
             Run.objects.filter(pk=run_id).update(log_lines_dropped=F("log_lines_dropped") + skipped)
 

@@ -15,6 +15,15 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
+
+def _bounded_int(name: str, default: int, low: int, high: int) -> int:
+    """An integer variable that must lie in [low, high] (docs/configuration.md lists the bounds)."""
+    value = env.int(name, default=default)
+    if not low <= value <= high:
+        raise environ.ImproperlyConfigured(f"{name}={value} is out of bounds: it must lie in [{low}, {high}].")
+    return value
+
+
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env.str("SECRET_KEY", default="" if not DEBUG else "insecure-local-development-key")
 if not SECRET_KEY:
@@ -39,6 +48,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
     "template_partials",
     "runs",
@@ -89,7 +99,7 @@ def _database(url: str) -> dict:
         # Trial processes must see the test database, so it is a file, never :memory:.
         config["TEST"] = {"NAME": str(DATA_DIR / env.str("TEST_DATABASE_NAME", "test_db.sqlite3"))}
     else:
-        config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+        config["CONN_MAX_AGE"] = _bounded_int("CONN_MAX_AGE", 60, 0, 86400)
         config["CONN_HEALTH_CHECKS"] = True
         if env.str("TEST_DATABASE_NAME", default=""):
             config["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME")}
@@ -117,6 +127,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -127,7 +138,7 @@ STORAGES = {
 }
 
 # Bounded request bodies: uploads and JSON payloads past this are refused with 413/400.
-DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=5 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = _bounded_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024, 1024, 1024**3)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -150,6 +161,15 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI and ReDoc from the sidecar package's static files: the docs page needs no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "runs.models.Run.Status",
+        "TuningJobStatusEnum": "tuning.models.TuningJob.Status",
+        "TrialStatusEnum": "tuning.models.Trial.Status",
+    },
 }
 
 # Celery. Without CELERY_BROKER_URL a filesystem broker under DATA_DIR needs no server.
@@ -164,7 +184,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "store_processed": False,
     }
     if CELERY_BROKER_URL.startswith("filesystem://")
-    else {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)}
+    else {"visibility_timeout": _bounded_int("CELERY_VISIBILITY_TIMEOUT", 3600, 60, 7 * 86400)}
 )
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_TASK_ACKS_LATE = True
@@ -188,10 +208,10 @@ TUNIX_RT = {
     "COMMAND_TRAINERS_FILE": env.str(
         "TUNIX_RT_COMMAND_TRAINERS_FILE", default=str(BASE_DIR / "examples" / "trainers.toml")
     ),
-    "LOG_MAX_LINES": env.int("TUNIX_RT_LOG_MAX_LINES", default=5000),
+    "LOG_MAX_LINES": _bounded_int("TUNIX_RT_LOG_MAX_LINES", 5000, 100, 1_000_000),
     "LOG_MAX_LINE_CHARS": 2000,
-    "METRIC_MAX_POINTS": env.int("TUNIX_RT_METRIC_MAX_POINTS", default=100_000),
-    "COMMAND_TIMEOUT_MAX_S": env.int("TUNIX_RT_COMMAND_TIMEOUT_MAX_S", default=24 * 3600),
+    "METRIC_MAX_POINTS": _bounded_int("TUNIX_RT_METRIC_MAX_POINTS", 100_000, 1, 10_000_000),
+    "COMMAND_TIMEOUT_MAX_S": _bounded_int("TUNIX_RT_COMMAND_TIMEOUT_MAX_S", 24 * 3600, 1, 30 * 86400),
     "MAX_PAGE_SIZE": 200,
 }
 
@@ -208,8 +228,16 @@ if not DEBUG:
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_SECONDS = _bounded_int("SECURE_HSTS_SECONDS", 31536000, 0, 2 * 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
+
+# Tuning bounds (docs/tuning.md): parameters per search space, values per choice/grid, and trials
+# per job (num_samples, and grid combinations x num_samples).
+TUNIX_RT_TUNING = {
+    "MAX_PARAMETERS": env.int("TUNIX_RT_TUNING_MAX_PARAMETERS", default=32),
+    "MAX_CHOICE_VALUES": env.int("TUNIX_RT_TUNING_MAX_CHOICE_VALUES", default=256),
+    "MAX_TRIALS": env.int("TUNIX_RT_TUNING_MAX_TRIALS", default=1000),
+}

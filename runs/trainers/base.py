@@ -101,6 +101,16 @@ class RunCancelled(Exception):
     """Raised inside a run when its cancellation was requested."""
 
 
+class TrainingFailed(Exception):
+    """A trainer's own account of why a run failed. The run's error message is `str(exc)` as is,
+    and its traceback excerpt is `detail` (e.g. the tail of a command's stderr), not the Python
+    traceback of the trainer."""
+
+    def __init__(self, message: str, *, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
+
+
 class RunContext:
     """What a trainer sees of the run it executes. Built by `runs.execution`."""
 
@@ -194,6 +204,18 @@ class Trainer:
 
     def check_combination(self, values: dict[str, Any]) -> None:
         """Hook for constraints that span several hyperparameters; raise ValidationError."""
+
+    # Hyperparameters that count the steps a run reports, in order of preference.
+    STEP_COUNT_HYPERPARAMETERS: ClassVar[tuple[str, ...]] = ("epochs", "steps", "max_steps", "num_epochs")
+
+    def expected_steps(self, hyperparameters: Mapping[str, Any]) -> int | None:
+        """How many steps a run with these hyperparameters reports (a progress bar's total), when
+        known. Override when the count is not a single `epochs`/`steps` hyperparameter."""
+        for name in self.STEP_COUNT_HYPERPARAMETERS:
+            value = hyperparameters.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return None
 
     def train(self, ctx: RunContext) -> Any:
         raise NotImplementedError

@@ -1,0 +1,116 @@
+"""Reads of runs shared by the API and the pages: metric series, log pages, artifacts."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from django.db.models import F, QuerySet
+
+from .models import LogLine, MetricPoint, Run
+
+MAX_ARTIFACTS_LISTED = 1000
+
+
+def runs_for_list(*, user) -> QuerySet[Run]:
+    """The runs `user` may see, with what a list shows (owner, evaluation) in the same query."""
+    return (
+        Run.objects.visible_to(user)
+        .select_related("owner", "evaluation")
+        .annotate(primary_score=F("evaluation__primary_score"))
+    )
+
+
+def run_metric_series(*, run: Run, after_step: int | None = None) -> dict[str, Any]:
+    """The run's metrics as columns: `steps`, and per metric one value per step (None where a step
+    did not report that metric). Reads plain rows, no model instances: cheap for many points."""
+    rows = MetricPoint.objects.filter(run=run).order_by("step").values_list("step", "values")
+    if after_step is not None:
+        rows = rows.filter(step__gt=after_step)
+    steps: list[int] = []
+    series: dict[str, list[float | None]] = {}
+    for index, (step, values) in enumerate(rows):
+        steps.append(step)
+        for name, value in values.items():
+            column = series.get(name)
+            if column is None:
+                column = series[name] = [None] * index
+            column.append(value)
+        for column in series.values():
+            if len(column) == index:
+                column.append(None)
+    return {"steps": steps, "series": series}
+
+
+@dataclass
+class LogPage:
+    lines: list[dict[str, Any]]
+    # Pass back as `after` to get only newer lines.
+    next_after: int
+    # More lines are stored after this page (with `after`, when `limit` cut it).
+    has_more: bool
+    # Lines between `after` (or the start) and the first returned line that this page leaves out:
+    # older lines beyond the tail, or lines dropped by the per-run limit before they were read.
+    omitted: int
+    # Lines the per-run limit (LOG_MAX_LINES) has discarded so far, oldest first.
+    dropped: int
+
+
+def run_log_page(*, run: Run, after: int | None = None, limit: int = 1000) -> LogPage:
+    """Without `after`: the newest `limit` lines. With it: up to `limit` lines after that `seq`.
+    A line's `seq` is its number in the run's whole output (services.run_logs_append)."""
+    lines = LogLine.objects.filter(run=run).values("seq", "stream", "text", "created_at")
+    if after is None:
+        page = list(lines.order_by("-seq")[:limit])[::-1]
+        has_more, start = False, 0
+    else:
+        page = list(lines.filter(seq__gt=after).order_by("seq")[: limit + 1])
+        has_more, start = len(page) > limit, after
+        page = page[:limit]
+    return LogPage(
+        lines=page,
+        next_after=page[-1]["seq"] if page else (after or 0),
+        has_more=has_more,
+        omitted=page[0]["seq"] - start - 1 if page else 0,
+        dropped=run.log_lines_dropped,
+    )
+
+
+def run_artifacts(*, run: Run) -> tuple[list[dict[str, Any]], bool]:
+    """Regular files in the run's output folder (symbolic links are not followed) with their
+    sizes, sorted by path, the first MAX_ARTIFACTS_LISTED found; and whether the list was cut."""
+    root = Path(run.output_dir) if run.output_dir else None
+    if root is None or not root.is_dir():
+        return [], False
+    files = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders.sort()
+        for name in sorted(names):
+            path = Path(folder) / name
+            stat = path.lstat()
+            if not path.is_symlink() and path.is_file():
+                files.append(
+                    {
+                        "path": path.relative_to(root).as_posix(),
+                        "size": stat.st_size,
+                        "modified_at": datetime.fromtimestamp(stat.st_mtime, tz=UTC),
+                    }
+                )
+                if len(files) > MAX_ARTIFACTS_LISTED:
+                    return sorted(files[:MAX_ARTIFACTS_LISTED], key=lambda f: f["path"]), True
+    return sorted(files, key=lambda f: f["path"]), False
+
+
+def run_artifact_file(*, run: Run, path: str) -> Path | None:
+    """The file at `path` inside the run's output folder, or None: nothing outside the folder is
+    ever returned (`..`, absolute paths and symbolic links that lead out are refused)."""
+    if not run.output_dir or not path or "\x00" in path:
+        return None
+    root = Path(run.output_dir).resolve()
+    candidate = (root / path).resolve()
+    if candidate == root or not candidate.is_relative_to(root) or not candidate.is_file():
+        return None
+    return candidate

@@ -1,0 +1,77 @@
+"""Tuning jobs API (/api/tuning/): owner-scoped; services do every write."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from tuning import selectors, services
+from tuning.models import TuningJob
+
+from .serializers import TrialSerializer, TuningJobCreateSerializer, TuningJobSerializer
+
+
+class TuningJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Create, list and inspect tuning jobs; start, cancel and clone them; list their trials."""
+
+    serializer_class = TuningJobSerializer
+    filterset_fields = ["status", "trainer"]
+    ordering_fields = ["created_at", "name", "status", "best_metric_value"]
+
+    def get_queryset(self):
+        return selectors.tuning_jobs_with_progress(TuningJob.objects.visible_to(self.request.user))
+
+    def _render(self, job: TuningJob, code: int = status.HTTP_200_OK) -> Response:
+        job = self.get_queryset().get(pk=job.pk)
+        return Response(TuningJobSerializer(job, context=self.get_serializer_context()).data, status=code)
+
+    @extend_schema(request=TuningJobCreateSerializer, responses={201: TuningJobSerializer})
+    def create(self, request, *args, **kwargs):
+        """Create a job (status `created`); 400 names every bad field."""
+        serializer = TuningJobCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        job = services.tuning_job_create(owner=request.user, **serializer.validated_data)
+        return self._render(job, status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={202: TuningJobSerializer})
+    @action(detail=True, methods=["post"])
+    def start(self, request, pk=None):
+        """Queue the job's experiment (202); 409 unless `created`, 503 without Ray or broker."""
+        job = services.tuning_job_start(job=self.get_object())
+        return self._render(job, status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={200: TuningJobSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Cancel a created/queued job at once, or stop a running one within seconds; 409 if finished."""
+        job = services.tuning_job_cancel(job=self.get_object())
+        return self._render(job)
+
+    @extend_schema(request=None, responses={201: TuningJobSerializer})
+    @action(detail=True, methods=["post"])
+    def clone(self, request, pk=None):
+        """A new `created` job with the same configuration, owned by the caller."""
+        job = services.tuning_job_clone(job=self.get_object(), owner=request.user)
+        return self._render(job, status.HTTP_201_CREATED)
+
+    @extend_schema(
+        responses={200: TrialSerializer(many=True)},
+        parameters=[
+            OpenApiParameter(
+                "ordering",
+                str,
+                description="metric (best first), number, status, iterations, best_metric_value, "
+                "latest_metric_value, created_at, started_at, finished_at; prefix - to reverse.",
+            )
+        ],
+        filters=False,
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def trials(self, request, pk=None):
+        """The job's trials, paginated, each with its run and evaluation score."""
+        job = self.get_object()
+        trials = selectors.trials_for_job(job, ordering=request.query_params.get("ordering"))
+        page = self.paginate_queryset(trials)
+        return self.get_paginated_response(TrialSerializer(page, many=True).data)

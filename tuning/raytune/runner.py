@@ -1,0 +1,187 @@
+"""Drives one tuning job's Ray Tune experiment inside the tuning worker.
+
+One Ray connection per worker process (started on the first job, reused, shut down with the
+worker by tunix_rt.celery) and one `fit()` at a time per process: Tune is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+import ray
+from django.conf import settings
+from ray import tune
+
+from tuning import services
+from tuning.models import TuningJob
+
+from .callbacks import JobStopper, TrialRecorder
+from .trainables import run_trial
+
+logger = logging.getLogger(__name__)
+
+_fit_lock = threading.Lock()
+_init_lock = threading.Lock()
+
+# Environment the trial processes need to reach the same database, data folder and trainers as
+# this worker. Ray trials inherit the environment of the cluster, not of the caller.
+_PASSED_PREFIXES = ("TUNIX_RT_", "DJANGO_", "DATABASE_", "CELERY_", "POSTGRES", "PG")
+_PASSED_NAMES = ("SECRET_KEY", "DEBUG", "LOG_LEVEL", "CONN_MAX_AGE", "TEST_DATABASE_NAME", "ALLOWED_HOSTS")
+
+SCHEDULER_LABELS = {
+    TuningJob.Scheduler.FIFO: "the experiment (time budget or stop)",
+    TuningJob.Scheduler.ASHA: "the ASHA scheduler",
+    TuningJob.Scheduler.MEDIAN: "the median stopping rule",
+}
+# Schedulers count epochs (every forwarded result carries "epoch"; Tune's own iteration counter
+# counts forwarded results, which are coalesced for fast reporters). ASHA needs a cap on epochs;
+# trials never reach it (trainers bound their own epochs).
+ASHA_MAX_T = 100_000
+
+
+def trial_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k.startswith(_PASSED_PREFIXES) or k in _PASSED_NAMES}
+    env["DJANGO_SETTINGS_MODULE"] = os.environ.get("DJANGO_SETTINGS_MODULE", "tunix_rt.settings")
+    env["TUNIX_RT_DATA_DIR"] = str(settings.DATA_DIR)
+    # Trials import the project (and test-only trainer modules) from the project root, and keep
+    # the working directory instead of moving into their trial folder.
+    paths = [str(settings.BASE_DIR), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
+    return env
+
+
+def ensure_ray() -> None:
+    """Connect this process to Ray once: an embedded local cluster unless RAY_ADDRESS is set."""
+    with _init_lock:
+        if ray.is_initialized():
+            return
+        address = settings.RAY_ADDRESS or "local"
+        kwargs: dict[str, Any] = {}
+        if address == "local":
+            kwargs.update(num_cpus=settings.RAY_NUM_CPUS, include_dashboard=False)
+        ray.init(
+            address=address,
+            runtime_env={"env_vars": trial_env()},
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            **kwargs,
+        )
+
+
+def to_ray_param_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Ray Tune domains for a normalised search space (tuning.search_space)."""
+    converted: dict[str, Any] = {}
+    for name, spec in space.items():
+        kind = spec["type"]
+        if kind == "fixed":
+            converted[name] = spec["value"]
+        elif kind == "choice":
+            converted[name] = tune.choice(spec["values"])
+        elif kind == "grid":
+            converted[name] = tune.grid_search(spec["values"])
+        elif kind == "uniform":
+            converted[name] = tune.uniform(spec["low"], spec["high"])
+        elif kind == "quniform":
+            converted[name] = tune.quniform(spec["low"], spec["high"], spec["q"])
+        elif kind == "loguniform":
+            converted[name] = tune.loguniform(spec["low"], spec["high"])
+        elif kind == "qloguniform":
+            converted[name] = tune.qloguniform(spec["low"], spec["high"], spec["q"])
+        elif kind == "int" and spec.get("step", 1) > 1:
+            converted[name] = tune.qrandint(spec["low"], spec["high"], spec["step"])  # inclusive for q > 1
+        elif kind == "int":
+            converted[name] = tune.randint(spec["low"], spec["high"] + 1)  # Ray's upper bound is exclusive
+        else:
+            raise ValueError(f"{name}: unknown search space type {kind!r}")
+    return converted
+
+
+def _search_algorithm(job: TuningJob):
+    if job.search_algorithm == TuningJob.SearchAlgorithm.OPTUNA:
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(seed=job.seed)
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # Random and grid search: grid parameters are expanded, the others sampled. The generator
+    # limits concurrency itself (Tune ignores TuneConfig.max_concurrent_trials for it).
+    return BasicVariantGenerator(random_state=job.seed, max_concurrent=job.max_concurrent_trials)
+
+
+def _scheduler(job: TuningJob):
+    if job.scheduler == TuningJob.Scheduler.ASHA:
+        return tune.schedulers.ASHAScheduler(time_attr="epoch", max_t=ASHA_MAX_T, grace_period=1, reduction_factor=2)
+    if job.scheduler == TuningJob.Scheduler.MEDIAN:
+        return tune.schedulers.MedianStoppingRule(time_attr="epoch", grace_period=1, min_samples_required=2)
+    return tune.schedulers.FIFOScheduler()
+
+
+def build_tuner(
+    job: TuningJob, *, storage_path: str, name: str, recorder: TrialRecorder, stopper: JobStopper
+) -> tune.Tuner:
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, job_id=job.pk),
+        {"cpu": job.cpus_per_trial, "gpu": job.gpus_per_trial},
+    )
+    return tune.Tuner(
+        trainable,
+        param_space=to_ray_param_space(job.search_space),
+        tune_config=tune.TuneConfig(
+            metric=job.metric,
+            mode=job.mode,
+            num_samples=job.num_samples,
+            max_concurrent_trials=job.max_concurrent_trials if job.search_algorithm == "optuna" else None,
+            search_alg=_search_algorithm(job),
+            scheduler=_scheduler(job),
+            time_budget_s=job.time_budget_s,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            stop=stopper,
+            callbacks=[recorder],
+            failure_config=tune.FailureConfig(max_failures=0),
+            verbose=0,
+        ),
+    )
+
+
+def tuning_job_run(*, job_id: int) -> TuningJob | None:
+    """Claim a queued job and run its experiment to the end. None if the job was not queued."""
+    if not _fit_lock.acquire(blocking=False):
+        # The solo/concurrency-1 tuning worker never gets here; a misconfigured pool would crash Tune.
+        raise RuntimeError("another experiment is running in this process; run the tuning queue with concurrency 1")
+    try:
+        storage_path = services.tuning_storage_path()
+        name = f"job-{job_id}"
+        lease_owner = f"{socket.gethostname()}:{os.getpid()}"
+        if not services.tuning_job_begin(
+            job_id=job_id, lease_owner=lease_owner, experiment_path=os.path.join(storage_path, name)
+        ):
+            logger.info("tuning job %s is not queued; not running it", job_id)
+            return None
+        error = ""
+        job = TuningJob.objects.get(pk=job_id)
+        recorder = TrialRecorder(job.pk, job.metric, job.mode, SCHEDULER_LABELS[job.scheduler])
+        stopper = JobStopper(job.pk)
+        try:
+            ensure_ray()
+            build_tuner(job, storage_path=storage_path, name=name, recorder=recorder, stopper=stopper).fit()
+        except Exception as exc:
+            logger.exception("tuning job %s: the experiment failed", job_id)
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            stopper.close()
+            recorder.close()  # every trial write applied before reconciling
+        stop_reason = services.tuning_job_should_stop(job_id=job_id)
+        return services.tuning_job_finalize(
+            job_id=job_id, stop_reason="" if stop_reason == "cancelled" else stop_reason, error=error
+        )
+    finally:
+        _fit_lock.release()

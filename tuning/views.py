@@ -1,0 +1,212 @@
+"""Tuning pages: job list, new-job form, job detail (live), its charts, and the job actions.
+
+Every view reads through `TuningJob.objects.visible_to(request.user)`: another user's job is a 404,
+fragments included. Live fragments poll only while the job is active; the last render drops the
+trigger so polling stops by itself.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from runs.trainers.registry import all_trainers
+from tunix_rt.exceptions import InvalidTransition, ServiceUnavailable, TunixRTError, ValidationError
+
+from . import services
+from .charts import job_charts, searched_names
+from .forms import JobForm
+from .models import Trial, TuningJob
+from .selectors import trials_for_job, tuning_jobs_with_progress
+
+JOBS_PER_PAGE = 25
+TRIALS_PER_PAGE = 25
+POLL_INTERVAL = "2s"
+CHART_POLL_INTERVAL = "5s"
+
+# Sort keys of the trial table (prefix "-" to reverse), all served by `trials_for_job`.
+# "metric" is best first for the job's mode.
+TRIAL_SORTS = ("number", "status", "metric", "iterations", "started_at", "finished_at")
+DEFAULT_TRIAL_SORT = "-number"
+
+
+def _trial_sort(sort: str) -> str:
+    return sort if sort.lstrip("-") in TRIAL_SORTS else DEFAULT_TRIAL_SORT
+
+
+def _visible_job(request: HttpRequest, pk: int) -> TuningJob:
+    return get_object_or_404(TuningJob.objects.visible_to(request.user).select_related("best_run"), pk=pk)
+
+
+@login_required
+def job_list(request: HttpRequest) -> HttpResponse:
+    """All tuning jobs of the user, newest first, filterable by status; active rows update live."""
+    status = request.GET.get("status", "")
+    jobs = TuningJob.objects.visible_to(request.user)
+    if status in TuningJob.Status.values:
+        jobs = jobs.filter(status=status)
+    else:
+        status = ""
+    page = Paginator(tuning_jobs_with_progress(jobs).order_by("-created_at", "-id"), JOBS_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    context = {
+        "page": page,
+        "jobs": page.object_list,
+        "status": status,
+        "statuses": TuningJob.Status.choices,
+        "any_active": any(job.is_active for job in page.object_list),
+        "poll_interval": POLL_INTERVAL,
+    }
+    template = "tuning/job_list.html#job-table" if request.htmx else "tuning/job_list.html"
+    return render(request, template, context)
+
+
+def _job_live_context(request: HttpRequest, job: TuningJob) -> dict:
+    """What the live part of the job page shows; a fixed number of queries whatever the trial count."""
+    counts = Trial.objects.for_job(job).aggregate(
+        total=Count("id"),
+        **{status: Count("id", filter=Q(status=status)) for status in Trial.Status.values},
+    )
+    done = sum(counts[s] for s in Trial.TERMINAL_STATUSES)
+    sort = _trial_sort(request.GET.get("sort", DEFAULT_TRIAL_SORT))
+    page = Paginator(trials_for_job(job, ordering=sort), TRIALS_PER_PAGE).get_page(request.GET.get("page"))
+    best_trial = Trial.objects.best(job.mode).filter(job=job).select_related("run").first()
+    elapsed = job.duration
+    remaining = None
+    if job.is_active and elapsed is not None and done and job.num_samples > done:
+        remaining = elapsed / done * (job.num_samples - done)
+    return {
+        "job": job,
+        "counts": counts,
+        "done": done,
+        "total": max(job.num_samples, counts["total"]),
+        "page": page,
+        "trials": page.object_list,
+        "sort": sort,
+        "best_trial": best_trial,
+        "elapsed": elapsed,
+        "remaining": remaining,
+        "searched": searched_names(job),
+        "poll_interval": POLL_INTERVAL,
+        "chart_poll_interval": CHART_POLL_INTERVAL,
+    }
+
+
+def _render_job(request: HttpRequest, job: TuningJob, *, status: int = 200, action_error: str = "") -> HttpResponse:
+    context = _job_live_context(request, job)
+    context["action_error"] = action_error
+    template = "tuning/job_detail.html#job-live" if request.htmx else "tuning/job_detail.html"
+    return render(request, template, context, status=status)
+
+
+@login_required
+def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A job: progress, best run, live trial table; the charts load from `job_charts_fragment`."""
+    return _render_job(request, _visible_job(request, pk))
+
+
+@login_required
+def job_charts_fragment(request: HttpRequest, pk: int) -> HttpResponse:
+    """The job's charts (best so far, learning curves, hyperparameters vs metric) as a fragment."""
+    job = _visible_job(request, pk)
+    return render(
+        request,
+        "tuning/job_detail.html#job-charts",
+        {"job": job, "charts": job_charts(job), "chart_poll_interval": CHART_POLL_INTERVAL},
+    )
+
+
+@login_required
+def job_create(request: HttpRequest) -> HttpResponse:
+    """The new-job form. Its rules are the API's: errors come from `tuning_job_create`."""
+    trainers = all_trainers()
+    if not trainers:
+        return render(request, "tuning/job_form.html", {"trainers": [], "form": None})
+    names = {t.name: t for t in trainers}
+    source = request.POST if request.method == "POST" else request.GET
+    trainer = names.get(source.get("trainer", ""), trainers[0])
+    if request.method != "POST":
+        form = JobForm(trainer)
+        if source.get("dataset") in trainer.dataset_names():
+            form.data.update(dataset=source["dataset"], name=f"{trainer.name} on {source['dataset']}")
+        template = "tuning/job_form.html#job-form" if request.htmx else "tuning/job_form.html"
+        return render(request, template, {"trainers": trainers, "form": form, **_form_choices()})
+    form = JobForm(trainer, request.POST)
+    arguments = form.service_arguments()
+    if arguments is not None:
+        try:
+            job = services.tuning_job_create(owner=request.user, **arguments)
+        except ValidationError as exc:
+            form.add_service_errors(exc.as_dict())
+        else:
+            if request.POST.get("action") == "start":
+                try:
+                    services.tuning_job_start(job=job)
+                except TunixRTError as exc:
+                    messages.error(request, f"The job was created but could not start: {exc.message}")
+                else:
+                    messages.success(request, "Job created and started. Trials appear below as they are scheduled.")
+            else:
+                messages.success(request, "Job created. Review it and press Start when ready.")
+            return redirect("job_detail", pk=job.pk)
+    return render(request, "tuning/job_form.html", {"trainers": trainers, "form": form, **_form_choices()}, status=400)
+
+
+def _form_choices() -> dict:
+    return {
+        "modes": TuningJob.Mode.choices,
+        "search_algorithms": TuningJob.SearchAlgorithm.choices,
+        "schedulers": TuningJob.Scheduler.choices,
+    }
+
+
+def _action(request: HttpRequest, pk: int, perform) -> HttpResponse:
+    job = _visible_job(request, pk)
+    try:
+        result = perform(job)
+    except (InvalidTransition, ServiceUnavailable) as exc:
+        job.refresh_from_db()
+        return _render_job(request, job, status=exc.status_code, action_error=exc.message)
+    return result
+
+
+@login_required
+@require_POST
+def job_start(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queue the job's experiment (409 if it is not in a startable state)."""
+    def perform(job: TuningJob) -> HttpResponse:
+        services.tuning_job_start(job=job)
+        messages.success(request, "Job started. Trials appear below as they are scheduled.")
+        return redirect("job_detail", pk=job.pk)
+
+    return _action(request, pk, perform)
+
+
+@login_required
+@require_POST
+def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    """Cancel the job: queued jobs end at once, running ones stop their trials shortly."""
+    def perform(job: TuningJob) -> HttpResponse:
+        services.tuning_job_cancel(job=job)
+        messages.success(request, "Cancellation requested: running trials are being stopped.")
+        return redirect("job_detail", pk=job.pk)
+
+    return _action(request, pk, perform)
+
+
+@login_required
+@require_POST
+def job_clone(request: HttpRequest, pk: int) -> HttpResponse:
+    """Copy the job's definition into a new job owned by the user (not started)."""
+    def perform(job: TuningJob) -> HttpResponse:
+        clone = services.tuning_job_clone(job=job, owner=request.user)
+        messages.success(request, f"Cloned “{job.name}” as a new job. Press Start to run it.")
+        return redirect("job_detail", pk=clone.pk)
+
+    return _action(request, pk, perform)
