@@ -26,12 +26,12 @@ class TunixSFTTrainer(Trainer):
         "dataset (prompt → steps → '#### answer'). By default a tiny randomly initialised model with a "
         "byte-level tokenizer, fully fine-tuned on CPU in seconds; with `pretrained_path` a local Qwen3 "
         "checkpoint, optionally with LoRA (qwix). Reports train/eval loss and perplexity every "
-        "`eval_interval` steps; evaluated by greedy decoding (Tunix Sampler) on the held-out split, "
+        "`eval_interval` steps, with the held-out exact-match accuracy; evaluated by greedy decoding (Tunix Sampler) on the held-out split, "
         "exact-match accuracy of the final answer being the primary score."
     )
     default_metric = "eval_loss"
     default_mode = "min"
-    metrics = ("train_loss", "eval_loss", "perplexity")
+    metrics = ("train_loss", "eval_loss", "perplexity", "accuracy")
     hyperparameters = (
         HyperParameter(
             "learning_rate", "float", 3e-3, "AdamW step size (constant after warm-up).", low=1e-6, high=1.0, log=True
@@ -64,7 +64,12 @@ class TunixSFTTrainer(Trainer):
         ),
         HyperParameter("max_new_tokens", "int", 64, "Most tokens generated per held-out prompt.", low=1, high=4096),
         HyperParameter(
-            "eval_items", "int", 200, "Held-out traces decoded for evaluation (the first N).", low=1, high=5000
+            "eval_items",
+            "int",
+            100,
+            "Held-out traces scored (the first N): eval loss and greedy-decoded exact match at every report.",
+            low=1,
+            high=5000,
         ),
         HyperParameter(
             "pretrained_path",

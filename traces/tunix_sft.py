@@ -109,9 +109,9 @@ class TrainedModel:
     tokenizer: Any
     config: Any
     eval_items: list[dict]
-    max_prompt_len: int
-    max_new_tokens: int
     final_eval_loss: float | None
+    # Greedy outputs on the held-out prompts after the last step (decoded for the last report).
+    final_outputs: list[str] | None
 
 
 def _encode_example(tokenizer, item: dict, seq_len: int) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -184,12 +184,62 @@ def _model_inputs(pad_id: int):
     return gen_model_input_fn
 
 
+class _Decoder:
+    """Greedy decoding of the held-out prompts with Tunix's Sampler: one sampler (one compiled
+    prefill/decode) whose weights are refreshed from the model being trained at each report."""
+
+    def __init__(self, model, config, tokenizer, items: list[dict], max_prompt_len: int, max_new_tokens: int):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prompts = [item["prompt"] + PROMPT_SUFFIX for item in items]
+        self.max_prompt_len = max_prompt_len
+        self.max_new_tokens = max_new_tokens
+        self.batch = min(EVAL_BATCH, len(self.prompts))
+        cache = sampler_lib.CacheConfig(
+            cache_size=max_prompt_len + max_new_tokens,
+            num_layers=config.num_layers,
+            num_kv_heads=config.num_kv_heads,
+            head_dim=config.head_dim,
+        )
+        self.sampler: sampler_lib.Sampler | None = None
+        self.cache = cache
+
+    def decode(self) -> list[str]:
+        if self.sampler is None:
+            self.sampler = sampler_lib.Sampler(
+                transformer=self.model, tokenizer=self.tokenizer, cache_config=self.cache
+            )
+        else:
+            self.sampler.transformer_state = nnx.variables(self.model)
+        texts: list[str] = []
+        for start in range(0, len(self.prompts), self.batch):
+            chunk = self.prompts[start : start + self.batch]
+            padded = chunk + [chunk[-1]] * (self.batch - len(chunk))  # one batch shape, one compile
+            out = self.sampler(
+                padded,
+                max_generation_steps=self.max_new_tokens,
+                max_prompt_length=self.max_prompt_len,
+                eos_tokens=[self.tokenizer.eos_id()],
+                temperature=0.0,
+            )
+            texts.extend(out.text[: len(chunk)])
+        return texts
+
+
+def _accuracy(items: list[dict], texts: list[str]) -> float:
+    hits = sum(extract_answer(text) == item["final_answer"].strip() for item, text in zip(items, texts, strict=True))
+    return hits / len(items)
+
+
 class _ReportHook(hooks_lib.TrainingHooks):
     """Turns Tunix's periodic evaluation into `ctx.report(step, {...})` calls (ASHA sees them)."""
 
-    def __init__(self, ctx: RunContext, started: float):
+    def __init__(self, ctx: RunContext, started: float, decoder: _Decoder, items: list[dict]):
         self.ctx = ctx
         self.started = started
+        self.decoder = decoder
+        self.items = items
+        self.last_texts: list[str] | None = None
         self.train_losses_seen = 0
         self.last_eval_loss: float | None = None
         self.last_step_reported = -1
@@ -229,7 +279,14 @@ class _ReportHook(hooks_lib.TrainingHooks):
                 train_loss = float(np.mean(recent))
         if not np.isfinite(eval_loss):
             raise FloatingPointError(f"training diverged at step {step} (eval loss {eval_loss})")
-        metrics = {"train_loss": train_loss, "eval_loss": eval_loss, "perplexity": float(np.exp(min(eval_loss, 50.0)))}
+        # Held-out exact match at every report, so a tuning job can rank (and ASHA stop) on accuracy.
+        self.last_texts = self.decoder.decode()
+        metrics = {
+            "train_loss": train_loss,
+            "eval_loss": eval_loss,
+            "perplexity": float(np.exp(min(eval_loss, 50.0))),
+            "accuracy": _accuracy(self.items, self.last_texts),
+        }
         if not np.isfinite(train_loss):
             del metrics["train_loss"]
         self.ctx.log(
@@ -323,7 +380,10 @@ def train(ctx: RunContext) -> TrainedModel:
     )
     trainer = peft_trainer.PeftTrainer(model, _optimizer(hp), training_config)
     trainer = trainer.with_gen_model_input_fn(_model_inputs(tokenizer.pad_id()))
-    hook = _ReportHook(ctx, started)
+    max_prompt_len = _round_up(max(prompt_lens), 8)
+    max_new_tokens = min(hp["max_new_tokens"], _round_up(max(completion_lens) + 4, 8))
+    decoder = _Decoder(model, config, tokenizer, eval_items, max_prompt_len, max_new_tokens)
+    hook = _ReportHook(ctx, started, decoder, eval_items)
     trainer.with_training_hooks(hook)
     eval_batches = _eval_batches(eval_tokens, eval_masks)
     trainer.train(_train_batches(train_tokens, train_masks, hp["batch_size"], hp["seed"]), eval_batches)
@@ -339,9 +399,8 @@ def train(ctx: RunContext) -> TrainedModel:
         tokenizer=tokenizer,
         config=config,
         eval_items=eval_items,
-        max_prompt_len=_round_up(max(prompt_lens), 8),
-        max_new_tokens=min(hp["max_new_tokens"], _round_up(max(completion_lens) + 4, 8)),
         final_eval_loss=hook.last_eval_loss,
+        final_outputs=hook.last_texts,
     )
 
 
@@ -364,29 +423,12 @@ def _save(ctx: RunContext, model, config, hp: dict) -> None:
 
 
 def evaluate(ctx: RunContext, state: TrainedModel) -> EvaluationResult:
+    """Exact match of the final answers greedy-decoded (Tunix Sampler) from the held-out prompts."""
     started = time.monotonic()
-    config = state.config
     items = state.eval_items
-    cache = sampler_lib.CacheConfig(
-        cache_size=state.max_prompt_len + state.max_new_tokens,
-        num_layers=config.num_layers,
-        num_kv_heads=config.num_kv_heads,
-        head_dim=config.head_dim,
-    )
-    sampler = sampler_lib.Sampler(transformer=state.model, tokenizer=state.tokenizer, cache_config=cache)
-    prompts = [item["prompt"] + PROMPT_SUFFIX for item in items]
-    texts: list[str] = []
-    for start in range(0, len(prompts), EVAL_BATCH):
-        chunk = prompts[start : start + EVAL_BATCH]
-        padded = chunk + [chunk[-1]] * (EVAL_BATCH - len(chunk))  # one batch shape, one compile
-        out = sampler(
-            padded,
-            max_generation_steps=state.max_new_tokens,
-            max_prompt_length=state.max_prompt_len,
-            eos_tokens=[state.tokenizer.eos_id()],
-            temperature=0.0,
-        )
-        texts.extend(out.text[: len(chunk)])
+    texts = state.final_outputs
+    if texts is None:
+        raise RuntimeError("the model was never decoded on the held-out split (no report was made)")
     details = []
     correct = answered = 0
     for item, text in zip(items, texts, strict=True):
