@@ -18,7 +18,11 @@ def test_registry_lists_tunix_sft_without_importing_jax_or_tunix():
         "print(json.dumps({'names': t.dataset_names(), 'heavy': sorted(m for m in ('jax', 'tunix', 'flax') if m in sys.modules)}))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", "import json;" + code], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
+        [sys.executable, "-c", "import json;" + code],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
         check=True,
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
