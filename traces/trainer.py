@@ -25,9 +25,9 @@ class TunixSFTTrainer(Trainer):
         "Fine-tunes a Qwen3-architecture language model with Tunix's PeftTrainer on a reasoning-trace "
         "dataset (prompt → steps → '#### answer'). By default a tiny randomly initialised model with a "
         "byte-level tokenizer, fully fine-tuned on CPU in seconds; with `pretrained_path` a local Qwen3 "
-        "checkpoint, optionally with LoRA (qwix). Reports train/eval loss and perplexity every "
-        "`eval_interval` steps, with the held-out exact-match accuracy; evaluated by greedy decoding (Tunix Sampler) on the held-out split, "
-        "exact-match accuracy of the final answer being the primary score."
+        "checkpoint, optionally with LoRA (qwix). Reports train/eval loss, perplexity and held-out "
+        "exact-match accuracy (greedy decoding with Tunix's Sampler) every `eval_interval` steps; the "
+        "final accuracy is the primary score."
     )
     default_metric = "eval_loss"
     default_mode = "min"
@@ -75,7 +75,8 @@ class TunixSFTTrainer(Trainer):
             "pretrained_path",
             "str",
             "",
-            "Local folder with Qwen3 safetensors weights and a tokenizer.json (never downloaded); empty = tiny random model.",
+            "Local folder with Qwen3 safetensors weights and a tokenizer.json (never downloaded); "
+            "empty = tiny random model.",
         ),
         HyperParameter(
             "pretrained_config",

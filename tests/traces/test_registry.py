@@ -15,7 +15,8 @@ def test_registry_lists_tunix_sft_without_importing_jax_or_tunix():
         "import django, sys; django.setup();"
         "from runs.trainers.registry import get_trainer;"
         "t = get_trainer('tunix-sft');"
-        "print(json.dumps({'names': t.dataset_names(), 'heavy': sorted(m for m in ('jax', 'tunix', 'flax') if m in sys.modules)}))"
+        "heavy = sorted(m for m in ('jax', 'tunix', 'flax') if m in sys.modules);"
+        "print(json.dumps({'names': t.dataset_names(), 'heavy': heavy}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", "import json;" + code],
