@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+PROCESS_START = time.monotonic()
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "var" / "bench"
 
@@ -56,7 +57,8 @@ def child(overrides: dict, dataset: str) -> None:
     t1 = time.monotonic()
     result = trainer.evaluate(ctx, state)
     t2 = time.monotonic()
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    rss_mb = usage.ru_maxrss / 1024
     print(
         "RESULT "
         + json.dumps(
@@ -64,6 +66,8 @@ def child(overrides: dict, dataset: str) -> None:
                 "train_s": round(t1 - t0, 2),
                 "evaluate_s": round(t2 - t1, 2),
                 "peak_rss_mb": round(rss_mb),
+                "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+                "process_s": round(time.monotonic() - PROCESS_START, 1),
                 "accuracy": result.metrics["accuracy"],
                 "majority_baseline": result.metrics["majority_baseline"],
                 "eval_loss": [round(m["eval_loss"], 4) for _, m in reports],
