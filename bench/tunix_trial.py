@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "var" / "bench"
 
 
-def child(overrides: dict, dataset: str) -> None:
+def child(overrides: dict, dataset: str, out_name: str) -> None:
     import resource
 
     sys.path.insert(0, str(ROOT))
@@ -40,7 +40,7 @@ def child(overrides: dict, dataset: str) -> None:
     t0 = time.monotonic()
     trainer = get_trainer("tunix-sft")
     hp = trainer.validate(dataset=dataset, hyperparameters=overrides)
-    out = DATA_DIR / "run"
+    out = DATA_DIR / out_name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     reports = []
@@ -81,12 +81,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--dataset", default="addition@1")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--parallel", type=int, default=1, help="then run this many warm trials at once")
     parser.add_argument("--keep-cache", action="store_true", help="don't clear the compile cache first")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", default="run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     if args.child:
-        child(overrides, args.dataset)
+        child(overrides, args.dataset, args.out)
         return
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     if not args.keep_cache:
@@ -117,6 +119,29 @@ def main() -> None:
         print(f"run {i + 1} ({label} cache): process wall {wall:.1f}s {result[7:]}")
         if i == 0:
             print("\n".join(line for line in proc.stdout.splitlines() if line.startswith("  |")))
+    if args.parallel > 1:
+        # Concurrent trials (as a tuning job with max_concurrent_trials > 1 runs them), warm cache.
+        started = time.monotonic()
+        procs = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--child", "--dataset", args.dataset, "--out", f"run{i}"]
+                + sum((["--set", s] for s in args.set), []),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(args.parallel)
+        ]
+        outputs = [p.communicate() for p in procs]
+        wall = time.monotonic() - started
+        for i, (out, err) in enumerate(outputs):
+            if procs[i].returncode:
+                print(out[-3000:], err[-5000:])
+                raise SystemExit(f"parallel run {i + 1} failed")
+            result = next(line for line in out.splitlines() if line.startswith("RESULT "))
+            print(f"parallel run {i + 1}/{args.parallel}: {result[7:]}")
+        print(f"{args.parallel} concurrent warm trials: {wall:.1f}s wall for all")
 
 
 if __name__ == "__main__":
