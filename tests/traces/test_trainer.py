@@ -53,10 +53,13 @@ def test_learning_rate_changes_the_result(user):
 
 
 @pytest.mark.django_db
-def test_same_seed_gives_the_same_result(user):
-    short = {"max_steps": 20, "eval_interval": 20, "eval_items": 10}
+def test_same_seed_gives_the_same_result_and_the_last_step_is_always_reported(user):
+    short = {"max_steps": 25, "eval_interval": 20, "eval_items": 10}
     first, second = _run(user, **short), _run(user, **short)
+    assert first.status == Run.Status.SUCCEEDED, first.error_message
+    assert list(first.metric_points.values_list("step", flat=True)) == [20, 25]
     assert first.latest_metrics == second.latest_metrics
+    assert first.evaluation.details == second.evaluation.details
 
 
 @pytest.mark.django_db
