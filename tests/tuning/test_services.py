@@ -8,6 +8,7 @@ from runs.models import Run
 from tests.factories import RunFactory, TrialFactory, TuningJobFactory, UserFactory
 from tuning import services
 from tuning.models import Trial, TuningJob
+from tuning.services import jobs
 from tunix_rt.exceptions import InvalidTransition, ServiceUnavailable, ValidationError
 
 SPACE = {
@@ -91,9 +92,9 @@ def test_start_twice_raises_invalid_transition(user, django_capture_on_commit_ca
 @pytest.mark.django_db
 def test_start_without_ray_is_unavailable_and_changes_nothing(user):
     job = create(user)
-    real_find_spec = services.importlib.util.find_spec
+    real_find_spec = jobs.importlib.util.find_spec
     with mock.patch.object(
-        services.importlib.util,
+        jobs.importlib.util,
         "find_spec",
         side_effect=lambda name, *a: None if name == "ray" else real_find_spec(name, *a),
     ):
