@@ -234,6 +234,7 @@ def test_cancel_running_job_ends_it_within_10s_with_no_trainer_left(celery_worke
         message="no trainer process left",
     )
 
+    print(f"cancel: job terminal and no trainer process left {time.monotonic() - cancelled_at:.2f} s after the request")
     job.refresh_from_db()
     assert job.status == TuningJob.Status.CANCELLED
     trials = list(Trial.objects.filter(job=job).select_related("run"))
