@@ -7,6 +7,7 @@ trigger so polling stops by itself.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -130,7 +131,8 @@ def job_create(request: HttpRequest) -> HttpResponse:
         return render(request, "tuning/job_form.html", {"trainers": [], "form": None})
     names = {t.name: t for t in trainers}
     source = request.POST if request.method == "POST" else request.GET
-    trainer = names.get(source.get("trainer", ""), trainers[0])
+    default = names.get(settings.TUNIX_RT["DEFAULT_TRAINER"], trainers[0])
+    trainer = names.get(source.get("trainer", ""), default)
     if request.method != "POST":
         form = JobForm(trainer)
         if source.get("dataset") in trainer.dataset_names():

@@ -175,6 +175,9 @@ SPECTACULAR_SETTINGS = {
 # Celery. Without CELERY_BROKER_URL a filesystem broker under DATA_DIR needs no server.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 _broker_dir = DATA_DIR / "broker"
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    for _folder in ("out", "control", "processed"):
+        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
 CELERY_BROKER_TRANSPORT_OPTIONS = (
     {
         "data_folder_in": str(_broker_dir / "out"),
@@ -202,6 +205,8 @@ RAY_ADDRESS = env.str("RAY_ADDRESS", default="")
 RAY_NUM_CPUS = env.int("RAY_NUM_CPUS", default=0) or None
 
 TUNIX_RT = {
+    # The trainer the new-job form opens with.
+    "DEFAULT_TRAINER": env.str("TUNIX_RT_DEFAULT_TRAINER", default="sklearn-mlp"),
     # Extra trainer plugins: dotted paths to Trainer classes or to callables returning trainers.
     "TRAINERS": env.list("TUNIX_RT_TRAINERS", default=[]),
     # Command trainers declared in a TOML file (docs/trainers.md).
