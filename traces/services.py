@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Max
 
 from tunix_rt.exceptions import ValidationError
@@ -13,6 +14,7 @@ from tunix_rt.exceptions import ValidationError
 from .models import TraceDataset
 from .parsing import TraceFormatError, parse_traces
 
+logger = logging.getLogger(__name__)
 DATA_DIR = Path(__file__).resolve().parent / "data"
 # Built-in datasets: name -> (file under traces/data, description). Registered lazily, owner None.
 BUILTIN_DATASETS = {
@@ -95,8 +97,14 @@ def trace_dataset_builtins_ensure() -> None:
 
 def trace_dataset_references() -> tuple[str, ...]:
     """Every `name@version` a run may use: the built-ins (registered or not yet) and stored ones."""
-    stored = TraceDataset.objects.values_list("name", "version")
     builtin = {f"{name}@{BUILTIN_VERSION}" for name in BUILTIN_DATASETS}
+    try:
+        with transaction.atomic():  # a savepoint: a failed query must not break the caller's transaction
+            stored = list(TraceDataset.objects.values_list("name", "version"))
+    except DatabaseError as exc:
+        # Listing trainers must work before `migrate` created the table (checks, schema generation).
+        logger.warning("trace datasets unavailable (%s); listing the built-in ones only", exc)
+        stored = []
     return tuple(sorted(builtin | {f"{name}@{version}" for name, version in stored}))
 
 
