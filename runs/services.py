@@ -21,13 +21,13 @@ from .trainers.registry import get_trainer
 MAX_NAME_LENGTH = 200
 
 
-def run_validate(*, trainer: Any, dataset: Any, hyperparameters: Any) -> dict[str, Any]:
+def run_validate(*, trainer: Any, dataset: Any, hyperparameters: Any, owner=None) -> dict[str, Any]:
     """Complete, validated hyperparameters for a run, or ValidationError naming the field."""
     if not isinstance(trainer, str):
         raise ValidationError("must be a trainer name", field="trainer")
     if not isinstance(dataset, str):
         raise ValidationError("must be a dataset name", field="dataset")
-    return get_trainer(trainer).validate(dataset=dataset, hyperparameters=hyperparameters)
+    return get_trainer(trainer).validate(dataset=dataset, hyperparameters=hyperparameters, user=owner)
 
 
 def run_output_dir(run_id: int) -> Path:
@@ -44,7 +44,7 @@ def run_create(
     enqueue: bool = True,
 ) -> Run:
     """Validate and store a run; with `enqueue`, execute it on a Celery worker after commit."""
-    values = run_validate(trainer=trainer, dataset=dataset, hyperparameters=hyperparameters or {})
+    values = run_validate(trainer=trainer, dataset=dataset, hyperparameters=hyperparameters or {}, owner=owner)
     if len(name) > MAX_NAME_LENGTH:
         raise ValidationError(f"must be at most {MAX_NAME_LENGTH} characters", field="name")
     with transaction.atomic():

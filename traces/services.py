@@ -95,12 +95,15 @@ def trace_dataset_builtins_ensure() -> None:
             pass
 
 
-def trace_dataset_references() -> tuple[str, ...]:
-    """Every `name@version` a run may use: the built-ins (registered or not yet) and stored ones."""
+def trace_dataset_references(user=None) -> tuple[str, ...]:
+    """Every `name@version` the user's runs may use: the built-ins (registered or not yet) and the
+    stored datasets the user may see. Without a user, the built-ins only."""
     builtin = {f"{name}@{BUILTIN_VERSION}" for name in BUILTIN_DATASETS}
+    if user is None:
+        return tuple(sorted(builtin))
     try:
         with transaction.atomic():  # a savepoint: a failed query must not break the caller's transaction
-            stored = list(TraceDataset.objects.values_list("name", "version"))
+            stored = list(TraceDataset.objects.visible_to(user).values_list("name", "version"))
     except DatabaseError as exc:
         # Listing trainers must work before `migrate` created the table (checks, schema generation).
         logger.warning("trace datasets unavailable (%s); listing the built-in ones only", exc)

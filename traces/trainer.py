@@ -88,10 +88,10 @@ class TunixSFTTrainer(Trainer):
         HyperParameter("seed", "int", 0, "Weight initialisation and data order.", low=0, high=2**31 - 1),
     )
 
-    def dataset_names(self) -> tuple[str, ...]:
+    def dataset_names(self, user=None) -> tuple[str, ...]:
         from traces.services import trace_dataset_references
 
-        return trace_dataset_references()
+        return trace_dataset_references(user)
 
     def check_combination(self, values: dict[str, Any]) -> None:
         from tunix_rt.exceptions import ValidationError

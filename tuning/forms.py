@@ -95,8 +95,7 @@ def default_row(param: HyperParameter) -> HyperParameterRow:
     return row
 
 
-def initial_data(trainer: Trainer, dataset: str | None = None) -> dict[str, Any]:
-    datasets = trainer.dataset_names()
+def initial_data(trainer: Trainer, datasets: tuple[str, ...], dataset: str | None = None) -> dict[str, Any]:
     dataset = dataset if dataset in datasets else (datasets[0] if datasets else "")
     return {
         "name": f"{trainer.name} on {dataset}" if dataset else trainer.name,
@@ -114,15 +113,17 @@ def initial_data(trainer: Trainer, dataset: str | None = None) -> dict[str, Any]
 class JobForm:
     """Holds what the user typed and the errors per field; builds the service's keyword arguments."""
 
-    def __init__(self, trainer: Trainer, data: QueryDict | None = None):
+    def __init__(self, trainer: Trainer, data: QueryDict | None = None, *, user=None):
         self.trainer = trainer
+        # Only datasets this user may use are offered (and accepted by the service).
+        self.datasets = trainer.dataset_names(user)
         self.errors: dict[str, list[str]] = {}
         self.non_field_errors: list[str] = []
         if data is None:
-            self.data = initial_data(trainer)
+            self.data = initial_data(trainer, self.datasets)
             self.rows = [default_row(p) for p in trainer.hyperparameters]
         else:
-            self.data = {key: data.get(key, "").strip() for key in initial_data(trainer)}
+            self.data = {key: data.get(key, "").strip() for key in initial_data(trainer, self.datasets)}
             self.data["trainer"] = trainer.name
             self.rows = [self._row_from(p, data) for p in trainer.hyperparameters]
 

@@ -134,12 +134,12 @@ def job_create(request: HttpRequest) -> HttpResponse:
     default = names.get(settings.TUNIX_RT["DEFAULT_TRAINER"], trainers[0])
     trainer = names.get(source.get("trainer", ""), default)
     if request.method != "POST":
-        form = JobForm(trainer)
-        if source.get("dataset") in trainer.dataset_names():
+        form = JobForm(trainer, user=request.user)
+        if source.get("dataset") in form.datasets:
             form.data.update(dataset=source["dataset"], name=f"{trainer.name} on {source['dataset']}")
         template = "tuning/job_form.html#job-form" if request.htmx else "tuning/job_form.html"
         return render(request, template, {"trainers": trainers, "form": form, **_form_choices()})
-    form = JobForm(trainer, request.POST)
+    form = JobForm(trainer, request.POST, user=request.user)
     arguments = form.service_arguments()
     if arguments is not None:
         try:

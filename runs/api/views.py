@@ -182,11 +182,11 @@ class TrainerViewSet(viewsets.ViewSet):
     serializer_class = TrainerSerializer
 
     def list(self, request):
-        return Response(TrainerSerializer([trainer.describe() for trainer in all_trainers()], many=True).data)
+        return Response(TrainerSerializer([trainer.describe(request.user) for trainer in all_trainers()], many=True).data)
 
     def retrieve(self, request, name=None):
         try:
             trainer = get_trainer(name)
         except ValidationError:
             raise NotFound(f"no trainer named {name!r}") from None
-        return Response(TrainerSerializer(trainer.describe()).data)
+        return Response(TrainerSerializer(trainer.describe(request.user)).data)

@@ -161,18 +161,19 @@ class Trainer:
     # Metrics reported per epoch (documented for users choosing a tuning objective).
     metrics: ClassVar[tuple[str, ...]] = ()
 
-    def dataset_names(self) -> tuple[str, ...]:
+    def dataset_names(self, user=None) -> tuple[str, ...]:
+        """Datasets this user's runs may name (trainers with user data filter by owner)."""
         return self.datasets
 
     def hyperparameter(self, name: str) -> HyperParameter | None:
         return next((p for p in self.hyperparameters if p.name == name), None)
 
-    def validate(self, *, dataset: str, hyperparameters: Any) -> dict[str, Any]:
+    def validate(self, *, dataset: str, hyperparameters: Any, user=None) -> dict[str, Any]:
         """Return the complete hyperparameters (defaults filled in), or raise ValidationError
         with one message per offending field."""
         from tunix_rt.exceptions import ValidationError
 
-        names = self.dataset_names()
+        names = self.dataset_names(user)
         if dataset not in names:
             raise ValidationError(
                 f"unknown dataset {dataset!r} for trainer {self.name!r}; choose one of {sorted(names)}",
@@ -223,12 +224,12 @@ class Trainer:
     def evaluate(self, ctx: RunContext, state: Any) -> EvaluationResult:
         raise NotImplementedError
 
-    def describe(self) -> dict:
+    def describe(self, user=None) -> dict:
         return {
             "name": self.name,
             "title": self.title or self.name,
             "description": self.description,
-            "datasets": list(self.dataset_names()),
+            "datasets": list(self.dataset_names(user)),
             "default_metric": self.default_metric,
             "default_mode": self.default_mode,
             "metrics": list(self.metrics),

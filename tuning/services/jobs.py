@@ -49,6 +49,7 @@ def _float_field(errors: dict, field: str, value: Any, *, low: float, high: floa
 
 def tuning_job_validate(
     *,
+    owner=None,
     name: Any,
     trainer: Any,
     dataset: Any,
@@ -105,10 +106,11 @@ def tuning_job_validate(
     fixed: dict[str, Any] = {}
     space: dict[str, Any] = {}
     if trainer_obj is not None:
-        if not isinstance(dataset, str) or dataset not in trainer_obj.dataset_names():
+        datasets = trainer_obj.dataset_names(owner)
+        if not isinstance(dataset, str) or dataset not in datasets:
             errors["dataset"] = [
                 f"unknown dataset {dataset!r} for trainer {trainer_obj.name!r}; "
-                f"choose one of {sorted(trainer_obj.dataset_names())}"
+                f"choose one of {sorted(datasets)}"
             ]
         fixed = _fixed_validate(errors, trainer_obj, fixed_hyperparameters)
         try:
@@ -206,6 +208,7 @@ def tuning_job_create(
 ) -> TuningJob:
     """Validate and store a job in status `created` (nothing is stored on error)."""
     values = tuning_job_validate(
+        owner=owner,
         name=name,
         trainer=trainer,
         dataset=dataset,
