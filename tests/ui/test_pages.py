@@ -243,7 +243,7 @@ def test_another_users_run_is_404(client_in):
 
 @pytest.mark.django_db
 def test_job_form_defaults_search_learning_rate_log_uniform_and_batch_size_by_choice(client_in):
-    page = client_in.get("/jobs/new/").content.decode()
+    page = client_in.get("/jobs/new/?trainer=sklearn-mlp").content.decode()
     assert 'name="hp.learning_rate.mode"' in page
     lr_row = page[page.index('id="hp-learning_rate"') :]
     assert '<option value="loguniform" selected' in lr_row[: lr_row.index("</select>")]
