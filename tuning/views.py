@@ -7,12 +7,15 @@ trigger so polling stops by itself.
 
 from __future__ import annotations
 
+import datetime
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from runs.trainers.registry import all_trainers
@@ -81,8 +84,16 @@ def _job_live_context(request: HttpRequest, job: TuningJob) -> dict:
     remaining = None
     if job.is_active and elapsed is not None and done and job.num_samples > done:
         remaining = elapsed / done * (job.num_samples - done)
+        if job.time_budget_s:  # the experiment ends at its time budget whatever is left
+            remaining = min(
+                remaining, max(datetime.timedelta(0), datetime.timedelta(seconds=job.time_budget_s) - elapsed)
+            )
+    query = request.GET.urlencode()
     return {
         "job": job,
+        # What the live fragment polls: this page with its sort and page, also after a POST action.
+        "page_path": reverse("job_detail", args=[job.pk]),
+        "live_url": reverse("job_detail", args=[job.pk]) + (f"?{query}" if query else ""),
         "counts": counts,
         "done": done,
         "total": max(job.num_samples, counts["total"]),
@@ -180,6 +191,7 @@ def _action(request: HttpRequest, pk: int, perform) -> HttpResponse:
 @require_POST
 def job_start(request: HttpRequest, pk: int) -> HttpResponse:
     """Queue the job's experiment (409 if it is not in a startable state)."""
+
     def perform(job: TuningJob) -> HttpResponse:
         services.tuning_job_start(job=job)
         messages.success(request, "Job started. Trials appear below as they are scheduled.")
@@ -192,6 +204,7 @@ def job_start(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     """Cancel the job: queued jobs end at once, running ones stop their trials shortly."""
+
     def perform(job: TuningJob) -> HttpResponse:
         services.tuning_job_cancel(job=job)
         messages.success(request, "Cancellation requested: running trials are being stopped.")
@@ -204,6 +217,7 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def job_clone(request: HttpRequest, pk: int) -> HttpResponse:
     """Copy the job's definition into a new job owned by the user (not started)."""
+
     def perform(job: TuningJob) -> HttpResponse:
         clone = services.tuning_job_clone(job=job, owner=request.user)
         messages.success(request, f"Cloned “{job.name}” as a new job. Press Start to run it.")

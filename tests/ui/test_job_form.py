@@ -7,7 +7,7 @@ import pytest
 from django.http import QueryDict
 
 from runs.trainers.registry import all_trainers, get_trainer
-from tests.factories import TuningJobFactory, UserFactory
+from tests.factories import TrialFactory, TuningJobFactory, UserFactory
 from tuning import services
 from tuning.forms import JobForm
 from tuning.models import TuningJob
@@ -139,11 +139,15 @@ def test_everything_fixed_is_refused_with_a_search_space_message(client_in, owne
 
 
 def test_start_on_a_finished_job_answers_409_with_the_reason(client_in, owner):
-    job = TuningJobFactory(owner=owner, status=TuningJob.Status.SUCCEEDED)
+    job = TuningJobFactory(owner=owner, status=TuningJob.Status.RUNNING)
+    TrialFactory(job=job)
     response = client_in.post(f"/jobs/{job.pk}/start/")
     assert response.status_code == 409
     page = response.content.decode()
     assert 'id="action-error"' in page and "only a created job can be started" in page
+    # The page is rendered at the action's URL: its links and polling still point at the job page.
+    assert f'href="/jobs/{job.pk}/?sort=' in page and "/start/?" not in page
+    assert f'hx-get="/jobs/{job.pk}/"' in page
 
 
 def test_cancel_a_created_job_and_clone_it(client_in, owner):
