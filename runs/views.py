@@ -9,6 +9,8 @@ from django.db.models import Max
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
+from tunix_rt.htmx import wants_fragment
+
 from .models import Run
 
 RUNS_PER_PAGE = 25
@@ -36,7 +38,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
         "any_active": any(not run.is_terminal for run in page.object_list),
         "poll_interval": POLL_INTERVAL,
     }
-    template = "runs/run_list.html#run-table" if request.htmx else "runs/run_list.html"
+    template = "runs/run_list.html#run-table" if wants_fragment(request) else "runs/run_list.html"
     return render(request, template, context)
 
 
@@ -104,5 +106,5 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "poll_interval": POLL_INTERVAL,
         "log_max_lines": settings.TUNIX_RT["LOG_MAX_LINES"],
     }
-    template = "runs/run_detail.html#run-live" if request.htmx else "runs/run_detail.html"
+    template = "runs/run_detail.html#run-live" if wants_fragment(request) else "runs/run_detail.html"
     return render(request, template, context)

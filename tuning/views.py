@@ -20,6 +20,7 @@ from django.views.decorators.http import require_POST
 
 from runs.trainers.registry import all_trainers
 from tunix_rt.exceptions import InvalidTransition, ServiceUnavailable, TunixRTError, ValidationError
+from tunix_rt.htmx import wants_fragment
 
 from . import services
 from .charts import job_charts, searched_names
@@ -66,7 +67,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
         "any_active": any(job.is_active for job in page.object_list),
         "poll_interval": POLL_INTERVAL,
     }
-    template = "tuning/job_list.html#job-table" if request.htmx else "tuning/job_list.html"
+    template = "tuning/job_list.html#job-table" if wants_fragment(request) else "tuning/job_list.html"
     return render(request, template, context)
 
 
@@ -112,7 +113,7 @@ def _job_live_context(request: HttpRequest, job: TuningJob) -> dict:
 def _render_job(request: HttpRequest, job: TuningJob, *, status: int = 200, action_error: str = "") -> HttpResponse:
     context = _job_live_context(request, job)
     context["action_error"] = action_error
-    template = "tuning/job_detail.html#job-live" if request.htmx else "tuning/job_detail.html"
+    template = "tuning/job_detail.html#job-live" if wants_fragment(request) else "tuning/job_detail.html"
     return render(request, template, context, status=status)
 
 
@@ -146,7 +147,7 @@ def job_create(request: HttpRequest) -> HttpResponse:
         form = JobForm(trainer)
         if source.get("dataset") in trainer.dataset_names():
             form.data.update(dataset=source["dataset"], name=f"{trainer.name} on {source['dataset']}")
-        template = "tuning/job_form.html#job-form" if request.htmx else "tuning/job_form.html"
+        template = "tuning/job_form.html#job-form" if wants_fragment(request) else "tuning/job_form.html"
         return render(request, template, {"trainers": trainers, "form": form, **_form_choices()})
     form = JobForm(trainer, request.POST)
     arguments = form.service_arguments()

@@ -257,3 +257,10 @@ def test_job_form_switches_trainer_fields_as_a_fragment(client_in):
     fragment = client_in.get("/jobs/new/?trainer=sklearn-mlp&dataset=wine", **HX).content.decode()
     assert fragment.lstrip().startswith('<form id="job-form"')
     assert '<option value="wine" selected' in fragment
+
+
+@pytest.mark.django_db
+def test_history_restore_gets_the_whole_page(client_in, owner):
+    job = job_with_trials(owner, 3, running=1)
+    page = client_in.get(f"/jobs/{job.pk}/?sort=metric", HTTP_HX_REQUEST="true", HTTP_HX_HISTORY_RESTORE_REQUEST="true")
+    assert "<html" in page.content.decode()
