@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -142,7 +143,8 @@ def job_create(request: HttpRequest) -> HttpResponse:
         return render(request, "tuning/job_form.html", {"trainers": [], "form": None})
     names = {t.name: t for t in trainers}
     source = request.POST if request.method == "POST" else request.GET
-    trainer = names.get(source.get("trainer", ""), trainers[0])
+    default = names.get(settings.TUNIX_RT["DEFAULT_TRAINER"], trainers[0])
+    trainer = names.get(source.get("trainer", ""), default)
     if request.method != "POST":
         form = JobForm(trainer)
         if source.get("dataset") in trainer.dataset_names():

@@ -202,6 +202,8 @@ RAY_ADDRESS = env.str("RAY_ADDRESS", default="")
 RAY_NUM_CPUS = env.int("RAY_NUM_CPUS", default=0) or None
 
 TUNIX_RT = {
+    # The trainer the new-job form opens with.
+    "DEFAULT_TRAINER": env.str("TUNIX_RT_DEFAULT_TRAINER", default="sklearn-mlp"),
     # Extra trainer plugins: dotted paths to Trainer classes or to callables returning trainers.
     "TRAINERS": env.list("TUNIX_RT_TRAINERS", default=[]),
     # Command trainers declared in a TOML file (docs/trainers.md).
