@@ -264,3 +264,18 @@ def test_history_restore_gets_the_whole_page(client_in, owner):
     job = job_with_trials(owner, 3, running=1)
     page = client_in.get(f"/jobs/{job.pk}/?sort=metric", HTTP_HX_REQUEST="true", HTTP_HX_HISTORY_RESTORE_REQUEST="true")
     assert "<html" in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_run_metric_curves_are_thinned_in_the_database(client_in, owner):
+    from runs.models import MetricPoint
+
+    run = RunFactory(owner=owner, status=Run.Status.SUCCEEDED)
+    MetricPoint.objects.bulk_create([MetricPoint(run=run, step=s, values={"loss": 1 / s}) for s in range(1, 10_001)])
+    page = client_in.get(f"/runs/{run.pk}/").content.decode()
+    data = page[page.index('id="run-charts-data"') :]
+    data = data[data.index(">") + 1 : data.index("</script>")]
+    import json
+
+    x = json.loads(data)["loss"]["x"]
+    assert 1_000 <= len(x) <= 2_001 and x[0] == 1 and x[-1] == 10_000
