@@ -135,7 +135,7 @@ def test_start_is_202_then_409(api_client, user):
 @pytest.mark.django_db
 def test_start_without_ray_is_503(api_client, user):
     job = TuningJobFactory(owner=user)
-    with mock.patch("tuning.services.importlib.util.find_spec", return_value=None):
+    with mock.patch("tuning.services.jobs.importlib.util.find_spec", return_value=None):
         response = api_client.post(f"{JOBS}{job.pk}/start/")
     assert response.status_code == 503 and "Ray Tune is not installed" in response.json()["detail"]
     assert TuningJob.objects.get(pk=job.pk).status == "created"

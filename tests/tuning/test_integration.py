@@ -234,9 +234,72 @@ def test_cancel_running_job_ends_it_within_10s_with_no_trainer_left(celery_worke
         message="no trainer process left",
     )
 
+    print(f"cancel: job terminal and no trainer process left {time.monotonic() - cancelled_at:.2f} s after the request")
     job.refresh_from_db()
     assert job.status == TuningJob.Status.CANCELLED
     trials = list(Trial.objects.filter(job=job).select_related("run"))
     assert trials and all(t.status == Trial.Status.CANCELLED for t in trials)
     assert all(t.run is None or t.run.status == Run.Status.CANCELLED for t in trials)
     assert not Run.objects.filter(trial__job=job, status__in=Run.ACTIVE_STATUSES).exists()
+
+
+def test_median_stopping_rule_stops_poor_trials(celery_worker, api_client):
+    job = start_job(
+        api_client,
+        trainer="test-quick",
+        dataset="none",
+        search_space={"x": {"type": "grid", "values": [0.9, 0.8, 0.05, 0.02]}},
+        fixed_hyperparameters={"epochs": 4, "epoch_delay_s": 0.06},
+        search_algorithm="grid",
+        num_samples=1,
+        scheduler="median",
+    )
+    job = wait_until_finished(job)
+
+    assert job.status == TuningJob.Status.SUCCEEDED, job.error_message
+    trials = {t.hyperparameters["x"]: t for t in Trial.objects.filter(job=job).select_related("run")}
+    assert trials[0.9].status == Trial.Status.SUCCEEDED
+    stopped = [t for t in trials.values() if t.status == Trial.Status.STOPPED]
+    assert stopped and all(t.hyperparameters["x"] < 0.1 for t in stopped)
+    assert all("median stopping rule" in t.error_message and t.run.status == Run.Status.CANCELLED for t in stopped)
+
+
+def test_time_budget_ends_the_experiment_and_keeps_finished_trials(celery_worker, api_client):
+    job = start_job(
+        api_client,
+        trainer="test-quick",
+        dataset="none",
+        search_space={"epochs": {"type": "grid", "values": [1, 5000]}},
+        fixed_hyperparameters={"epoch_delay_s": 0.005},
+        search_algorithm="grid",
+        num_samples=1,
+        time_budget_s=6,
+    )
+    job = wait_until_finished(job, timeout=60)
+
+    assert job.status == TuningJob.Status.SUCCEEDED, job.error_message
+    short, long = (Trial.objects.select_related("run").get(job=job, hyperparameters__epochs=n) for n in (1, 5000))
+    assert short.status == Trial.Status.SUCCEEDED and job.best_run_id == short.run_id
+    assert long.status in (Trial.Status.STOPPED, Trial.Status.CANCELLED)
+    assert long.run.status == Run.Status.CANCELLED and long.run.metric_points.exists()
+    assert (job.finished_at - job.started_at).total_seconds() < 20
+
+
+def test_too_many_failed_trials_stop_the_job(celery_worker, api_client):
+    job = start_job(
+        api_client,
+        trainer="test-quick",
+        dataset="none",
+        search_space={"x": {"type": "grid", "values": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]}},
+        fixed_hyperparameters={"fail_at_epoch": 3, "epoch_delay_s": 0.25},
+        search_algorithm="grid",
+        num_samples=1,
+        max_failed_trials=1,
+    )
+    job = wait_until_finished(job)
+
+    assert job.status == TuningJob.Status.FAILED
+    assert "more than max_failed_trials=1" in job.error_message
+    statuses = list(Trial.objects.filter(job=job).values_list("status", flat=True))
+    assert 2 <= statuses.count(Trial.Status.FAILED) < 8
+    assert Trial.Status.RUNNING not in statuses and Trial.Status.PENDING not in statuses

@@ -8,6 +8,7 @@ from runs.models import Run
 from tests.factories import RunFactory, TrialFactory, TuningJobFactory, UserFactory
 from tuning import services
 from tuning.models import Trial, TuningJob
+from tuning.services import jobs
 from tunix_rt.exceptions import InvalidTransition, ServiceUnavailable, ValidationError
 
 SPACE = {
@@ -91,9 +92,9 @@ def test_start_twice_raises_invalid_transition(user, django_capture_on_commit_ca
 @pytest.mark.django_db
 def test_start_without_ray_is_unavailable_and_changes_nothing(user):
     job = create(user)
-    real_find_spec = services.importlib.util.find_spec
+    real_find_spec = jobs.importlib.util.find_spec
     with mock.patch.object(
-        services.importlib.util,
+        jobs.importlib.util,
         "find_spec",
         side_effect=lambda name, *a: None if name == "ray" else real_find_spec(name, *a),
     ):
@@ -212,3 +213,29 @@ def test_finalize_after_cancel_cancels_unfinished_trials_and_runs(user):
     assert Trial.objects.get(pk=pending.pk).status == Trial.Status.CANCELLED
     assert Run.objects.get(pk=running.run_id).status == Run.Status.CANCELLED
     assert job.best_run_id == done.run_id
+
+
+@pytest.mark.django_db
+def test_finalize_after_an_interrupted_fit_is_not_success(user):
+    # SIGINT makes Tune return from fit() normally: unfinished trials mean the job did not succeed.
+    job = TuningJobFactory(owner=user, status=TuningJob.Status.RUNNING)
+    TrialFactory(job=job, status=Trial.Status.SUCCEEDED, best_metric_value=0.9, run=RunFactory(owner=user))
+    running = TrialFactory(job=job, status=Trial.Status.RUNNING, run=RunFactory(owner=user, status=Run.Status.RUNNING))
+    job = services.tuning_job_finalize(job_id=job.pk)
+    assert job.status == TuningJob.Status.FAILED and "interrupted" in job.error_message
+    assert Trial.objects.get(pk=running.pk).status == Trial.Status.CANCELLED
+    assert Run.objects.get(pk=running.run_id).status == Run.Status.CANCELLED
+
+
+@pytest.mark.django_db
+def test_scheduler_stop_ends_the_trial_stopped_and_its_run_cancelled_with_the_reason(user):
+    job = TuningJobFactory(owner=user, status=TuningJob.Status.RUNNING)
+    trial = TrialFactory(
+        job=job, status=Trial.Status.RUNNING, iterations=2, run=RunFactory(owner=user, status=Run.Status.RUNNING)
+    )
+    trial = services.trial_complete(job_id=job.pk, ray_trial_id=trial.ray_trial_id, stopped_by="the ASHA scheduler")
+    assert trial.status == Trial.Status.STOPPED
+    assert trial.error_message == "Stopped early by the ASHA scheduler after 2 iteration(s); not evaluated."
+    run = Run.objects.get(pk=trial.run_id)
+    assert run.status == Run.Status.CANCELLED and run.error_message == trial.error_message
+    assert run.finished_at is not None and not hasattr(run, "evaluation")

@@ -121,6 +121,15 @@ def _scheduler(job: TuningJob):
     return tune.schedulers.FIFOScheduler()
 
 
+def check_resources(job: TuningJob, available: dict[str, float]) -> None:
+    """Refuse a job whose trials could never be placed (Tune would wait for them forever)."""
+    for key, wanted in (("CPU", job.cpus_per_trial), ("GPU", job.gpus_per_trial)):
+        if wanted > available.get(key, 0.0):
+            raise ValueError(
+                f"each trial asks for {wanted:g} {key}(s) but the Ray cluster has {available.get(key, 0.0):g}"
+            )
+
+
 def build_tuner(
     job: TuningJob, *, storage_path: str, name: str, recorder: TrialRecorder, stopper: JobStopper
 ) -> tune.Tuner:
@@ -172,6 +181,7 @@ def tuning_job_run(*, job_id: int) -> TuningJob | None:
         stopper = JobStopper(job.pk)
         try:
             ensure_ray()
+            check_resources(job, ray.cluster_resources())
             build_tuner(job, storage_path=storage_path, name=name, recorder=recorder, stopper=stopper).fit()
         except Exception as exc:
             logger.exception("tuning job %s: the experiment failed", job_id)

@@ -1,0 +1,61 @@
+"""State transitions of tuning jobs and trials. Every write to a job or a trial goes through here.
+
+`jobs`: what the web process calls (create, start, cancel, clone). `experiment`: what the tuning
+worker and the Ray trials call, with ids only.
+"""
+
+from __future__ import annotations
+
+from .experiment import (
+    ERROR_MESSAGE_CHARS,
+    trial_complete,
+    trial_fail,
+    trial_register,
+    trial_result_record,
+    trial_run_claim,
+    trial_start,
+    tuning_job_begin,
+    tuning_job_best_update,
+    tuning_job_finalize,
+    tuning_job_should_stop,
+    tuning_storage_path,
+)
+from .jobs import (
+    MAX_CONCURRENT_TRIALS,
+    MAX_CPUS_PER_TRIAL,
+    MAX_GPUS_PER_TRIAL,
+    MAX_NAME_LENGTH,
+    MAX_SEED,
+    MAX_TIME_BUDGET_S,
+    tuning_job_cancel,
+    tuning_job_clone,
+    tuning_job_create,
+    tuning_job_start,
+    tuning_job_validate,
+)
+
+__all__ = [
+    "ERROR_MESSAGE_CHARS",
+    "MAX_CONCURRENT_TRIALS",
+    "MAX_CPUS_PER_TRIAL",
+    "MAX_GPUS_PER_TRIAL",
+    "MAX_NAME_LENGTH",
+    "MAX_SEED",
+    "MAX_TIME_BUDGET_S",
+    "trial_complete",
+    "trial_fail",
+    "trial_register",
+    "trial_result_record",
+    "trial_run_claim",
+    "trial_start",
+    "tuning_job_begin",
+    "tuning_job_best_update",
+    "tuning_job_cancel",
+    "tuning_job_clone",
+    "tuning_job_create",
+    "tuning_job_finalize",
+    "tuning_job_should_stop",
+    "tuning_job_start",
+    "tuning_job_validate",
+    "tuning_storage_path",
+]
