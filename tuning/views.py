@@ -45,7 +45,9 @@ def _trial_sort(sort: str) -> str:
 
 
 def _visible_job(request: HttpRequest, pk: int) -> TuningJob:
-    return get_object_or_404(TuningJob.objects.visible_to(request.user).select_related("best_run"), pk=pk)
+    # Without tuning_jobs_with_progress's joins: a poll need not load the best run's evaluation
+    # (per-item details can be large); the page counts trials in one aggregate instead.
+    return get_object_or_404(TuningJob.objects.visible_to(request.user), pk=pk)
 
 
 @login_required
@@ -185,7 +187,7 @@ def _action(request: HttpRequest, pk: int, perform) -> HttpResponse:
     try:
         result = perform(job)
     except (InvalidTransition, ServiceUnavailable) as exc:
-        job.refresh_from_db()
+        job.refresh_from_db()  # its state now
         return _render_job(request, job, status=exc.status_code, action_error=exc.message)
     return result
 
