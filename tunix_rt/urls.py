@@ -17,5 +17,6 @@ urlpatterns = [
     path("api/tuning/", include("tuning.api.urls")),
     path("api/", include("traces.api.urls")),
     path("runs/", include("runs.urls")),
+    path("datasets/", include("traces.urls")),
     path("", include("tuning.urls")),
 ]

@@ -1,0 +1,72 @@
+"""The real Tunix trainer on the built-in addition traces (tiny Qwen3, CPU, fixed seed)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from runs import services
+from runs.execution import execute_run
+from runs.models import Run
+
+# The default trial (300 steps; bench/tunix_trial.py measures it), decoding 100 held-out pairs.
+TRAIN = {"eval_items": 100}
+
+
+def _run(user, **hyperparameters) -> Run:
+    run = services.run_create(
+        owner=user, trainer="tunix-sft", dataset="addition@1", hyperparameters=hyperparameters, enqueue=False
+    )
+    return execute_run(run.pk)
+
+
+@pytest.mark.django_db
+def test_tiny_model_learns_held_out_additions_with_falling_loss(user):
+    run = _run(user, **TRAIN)
+
+    assert run.status == Run.Status.SUCCEEDED, run.error_message
+    points = list(run.metric_points.order_by("step"))
+    assert [p.step for p in points] == [50, 100, 150, 200, 250, 300]
+    eval_losses = [p.values["eval_loss"] for p in points]
+    assert eval_losses[-1] < 0.5 * eval_losses[0], eval_losses
+    assert points[-1].values["train_loss"] < points[0].values["train_loss"]
+    evaluation = run.evaluation
+    assert evaluation.primary_metric == "accuracy"
+    assert evaluation.metrics["majority_baseline"] < 0.1
+    assert evaluation.primary_score > evaluation.metrics["majority_baseline"] + 0.2, evaluation.metrics
+    assert len(evaluation.details) == 100
+    assert set(evaluation.details[0]) >= {"prompt", "expected", "predicted", "correct"}
+    assert sum(d["correct"] for d in evaluation.details) == round(evaluation.primary_score * 100)
+    run_dir = Path(run.output_dir)
+    saved = json.loads((run_dir / "model_config.json").read_text())
+    assert saved["config"]["num_layers"] == 2 and (run_dir / "model.npz").stat().st_size > 100_000
+
+
+@pytest.mark.django_db
+def test_learning_rate_changes_the_result(user):
+    short = {"max_steps": 40, "eval_interval": 20, "eval_items": 20}
+    losses = [_run(user, learning_rate=lr, **short).latest_metrics["eval_loss"] for lr in (1e-4, 3e-3)]
+    assert losses[0] > losses[1] + 0.5, losses
+
+
+@pytest.mark.django_db
+def test_same_seed_gives_the_same_result_and_the_last_step_is_always_reported(user):
+    short = {"max_steps": 25, "eval_interval": 20, "eval_items": 10}
+    first, second = _run(user, **short), _run(user, **short)
+    assert first.status == Run.Status.SUCCEEDED, first.error_message
+    assert list(first.metric_points.values_list("step", flat=True)) == [20, 25]
+    assert first.latest_metrics == second.latest_metrics
+    assert first.evaluation.details == second.evaluation.details
+
+
+@pytest.mark.django_db
+def test_without_tunix_installed_a_run_fails_saying_what_to_install(user, monkeypatch):
+    monkeypatch.setitem(sys.modules, "traces.tunix_sft", None)  # what `import` sees when JAX is missing
+
+    run = _run(user)
+
+    assert run.status == Run.Status.FAILED
+    assert "requirements-tunix.txt" in run.error_message
