@@ -5,9 +5,11 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Max
+from django.db.models import Count, ExpressionWrapper, F, IntegerField, Max, Min, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
+
+from tunix_rt.htmx import wants_fragment
 
 from .models import Run
 
@@ -36,20 +38,21 @@ def run_list(request: HttpRequest) -> HttpResponse:
         "any_active": any(not run.is_terminal for run in page.object_list),
         "poll_interval": POLL_INTERVAL,
     }
-    template = "runs/run_list.html#run-table" if request.htmx else "runs/run_list.html"
+    template = "runs/run_list.html#run-table" if wants_fragment(request) else "runs/run_list.html"
     return render(request, template, context)
 
 
 def _metric_curves(run: Run) -> dict:
     """Every reported metric against the step, at most CURVE_MAX_POINTS points (evenly thinned)."""
     points = run.metric_points.all()
-    last = points.aggregate(n=Max("step"))["n"]
-    total = points.count() if last is not None else 0
-    if total > CURVE_MAX_POINTS:
-        stride = -(-total // CURVE_MAX_POINTS)
-        rows = list(points.order_by("step").values_list("step", "values")[::stride])
-    else:
-        rows = list(points.order_by("step").values_list("step", "values"))
+    span = points.aggregate(n=Count("id"), first=Min("step"), last=Max("step"))
+    if span["n"] > CURVE_MAX_POINTS:
+        # Thin in the database (every k-th step, and the last one) rather than reading up to
+        # METRIC_MAX_POINTS rows to draw 2,000.
+        stride = -(-(span["last"] - span["first"] + 1) // CURVE_MAX_POINTS)
+        offset = ExpressionWrapper((F("step") - span["first"]) % stride, output_field=IntegerField())
+        points = points.annotate(offset=offset).filter(Q(offset=0) | Q(step=span["last"]))
+    rows = list(points.order_by("step").values_list("step", "values"))
     names: list[str] = []
     for _, values in rows:
         for name in values if isinstance(values, dict) else ():
@@ -104,5 +107,5 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "poll_interval": POLL_INTERVAL,
         "log_max_lines": settings.TUNIX_RT["LOG_MAX_LINES"],
     }
-    template = "runs/run_detail.html#run-live" if request.htmx else "runs/run_detail.html"
+    template = "runs/run_detail.html#run-live" if wants_fragment(request) else "runs/run_detail.html"
     return render(request, template, context)

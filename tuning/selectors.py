@@ -80,6 +80,10 @@ def trials_for_job(job: TuningJob, *, ordering: str | None = None) -> QuerySet[T
         allowed = ", ".join(["metric", *TRIAL_ORDERINGS])
         raise ValidationError(f"unknown ordering {key!r}; use one of {allowed} (prefix - to reverse)", field="ordering")
     field = F(TRIAL_ORDERINGS[name])
+    if not Trial._meta.get_field(TRIAL_ORDERINGS[name]).null:
+        # NULLS LAST on a column without nulls would keep PostgreSQL from reading an index backwards
+        # (a 10,000-trial job sorted newest first: 18 ms instead of 0.1 ms).
+        return qs.order_by(field.desc() if descending else field.asc(), "number", "id")
     return qs.order_by(field.desc(nulls_last=True) if descending else field.asc(nulls_last=True), "number", "id")
 
 

@@ -7,6 +7,8 @@ trigger so polling stops by itself.
 
 from __future__ import annotations
 
+import datetime
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -14,10 +16,12 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from runs.trainers.registry import all_trainers
 from tunix_rt.exceptions import InvalidTransition, ServiceUnavailable, TunixRTError, ValidationError
+from tunix_rt.htmx import wants_fragment
 
 from . import services
 from .charts import job_charts, searched_names
@@ -41,7 +45,9 @@ def _trial_sort(sort: str) -> str:
 
 
 def _visible_job(request: HttpRequest, pk: int) -> TuningJob:
-    return get_object_or_404(TuningJob.objects.visible_to(request.user).select_related("best_run"), pk=pk)
+    # Without tuning_jobs_with_progress's joins: a poll need not load the best run's evaluation
+    # (per-item details can be large); the page counts trials in one aggregate instead.
+    return get_object_or_404(TuningJob.objects.visible_to(request.user), pk=pk)
 
 
 @login_required
@@ -64,7 +70,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
         "any_active": any(job.is_active for job in page.object_list),
         "poll_interval": POLL_INTERVAL,
     }
-    template = "tuning/job_list.html#job-table" if request.htmx else "tuning/job_list.html"
+    template = "tuning/job_list.html#job-table" if wants_fragment(request) else "tuning/job_list.html"
     return render(request, template, context)
 
 
@@ -82,8 +88,16 @@ def _job_live_context(request: HttpRequest, job: TuningJob) -> dict:
     remaining = None
     if job.is_active and elapsed is not None and done and job.num_samples > done:
         remaining = elapsed / done * (job.num_samples - done)
+        if job.time_budget_s:  # the experiment ends at its time budget whatever is left
+            remaining = min(
+                remaining, max(datetime.timedelta(0), datetime.timedelta(seconds=job.time_budget_s) - elapsed)
+            )
+    query = request.GET.urlencode()
     return {
         "job": job,
+        # What the live fragment polls: this page with its sort and page, also after a POST action.
+        "page_path": reverse("job_detail", args=[job.pk]),
+        "live_url": reverse("job_detail", args=[job.pk]) + (f"?{query}" if query else ""),
         "counts": counts,
         "done": done,
         "total": max(job.num_samples, counts["total"]),
@@ -102,7 +116,7 @@ def _job_live_context(request: HttpRequest, job: TuningJob) -> dict:
 def _render_job(request: HttpRequest, job: TuningJob, *, status: int = 200, action_error: str = "") -> HttpResponse:
     context = _job_live_context(request, job)
     context["action_error"] = action_error
-    template = "tuning/job_detail.html#job-live" if request.htmx else "tuning/job_detail.html"
+    template = "tuning/job_detail.html#job-live" if wants_fragment(request) else "tuning/job_detail.html"
     return render(request, template, context, status=status)
 
 
@@ -137,7 +151,7 @@ def job_create(request: HttpRequest) -> HttpResponse:
         form = JobForm(trainer, user=request.user)
         if source.get("dataset") in form.datasets:
             form.data.update(dataset=source["dataset"], name=f"{trainer.name} on {source['dataset']}")
-        template = "tuning/job_form.html#job-form" if request.htmx else "tuning/job_form.html"
+        template = "tuning/job_form.html#job-form" if wants_fragment(request) else "tuning/job_form.html"
         return render(request, template, {"trainers": trainers, "form": form, **_form_choices()})
     form = JobForm(trainer, request.POST, user=request.user)
     arguments = form.service_arguments()
@@ -173,7 +187,7 @@ def _action(request: HttpRequest, pk: int, perform) -> HttpResponse:
     try:
         result = perform(job)
     except (InvalidTransition, ServiceUnavailable) as exc:
-        job.refresh_from_db()
+        job.refresh_from_db()  # its state now
         return _render_job(request, job, status=exc.status_code, action_error=exc.message)
     return result
 
@@ -182,6 +196,7 @@ def _action(request: HttpRequest, pk: int, perform) -> HttpResponse:
 @require_POST
 def job_start(request: HttpRequest, pk: int) -> HttpResponse:
     """Queue the job's experiment (409 if it is not in a startable state)."""
+
     def perform(job: TuningJob) -> HttpResponse:
         services.tuning_job_start(job=job)
         messages.success(request, "Job started. Trials appear below as they are scheduled.")
@@ -194,6 +209,7 @@ def job_start(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     """Cancel the job: queued jobs end at once, running ones stop their trials shortly."""
+
     def perform(job: TuningJob) -> HttpResponse:
         services.tuning_job_cancel(job=job)
         messages.success(request, "Cancellation requested: running trials are being stopped.")
@@ -206,6 +222,7 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def job_clone(request: HttpRequest, pk: int) -> HttpResponse:
     """Copy the job's definition into a new job owned by the user (not started)."""
+
     def perform(job: TuningJob) -> HttpResponse:
         clone = services.tuning_job_clone(job=job, owner=request.user)
         messages.success(request, f"Cloned “{job.name}” as a new job. Press Start to run it.")

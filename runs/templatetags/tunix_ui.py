@@ -96,7 +96,9 @@ def query_with(context, **changes: Any) -> str:
         else:
             params[key] = value
     encoded = params.urlencode()
-    return f"?{encoded}" if encoded else "?"
+    # The page's own path (not the request's: a POST action may render the page at its own URL).
+    path = context.get("page_path") or context["request"].path
+    return f"{path}?{encoded}" if encoded else path
 
 
 @register.simple_tag(takes_context=True)
@@ -131,3 +133,4 @@ def space(spec: Any) -> str:
     if spec.get("q") is not None:
         text += f" q {hpvalue(spec['q'])}"
     return text
+

@@ -113,6 +113,16 @@
     }, 150);
   });
 
+  // A poll that lands on the sign-in page (the session ended): show that page, not a fragment of it.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var xhr = event.detail.xhr;
+    if (xhr && xhr.responseURL && xhr.responseURL.indexOf("/accounts/login/") !== -1) {
+      event.detail.shouldSwap = false;
+      var login = xhr.responseURL.split("?")[0];
+      window.location.href = login + "?next=" + encodeURIComponent(window.location.pathname + window.location.search);
+    }
+  });
+
   if (window.htmx) {
     htmx.onLoad(drawIn);
   } else {

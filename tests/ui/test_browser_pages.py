@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import time
+from urllib.parse import unquote
 
 import pytest
 from django.utils import timezone
@@ -115,6 +116,18 @@ def test_finished_job_page_draws_every_chart(signed_in_page, browser_user):
     best = Trial.objects.best(job.mode).filter(job=job).first()
     assert page.locator("#trial-table tbody tr").first.get_attribute("id") == f"trial-{best.number}"
     screenshot(page, "job-finished")
+
+
+def test_a_poll_after_sign_out_shows_the_sign_in_page(signed_in_page, browser_user):
+    page = signed_in_page
+    job = job_with_trials(browser_user, 2, running=1, name="session ends")
+    page.goto(f"/jobs/{job.pk}/")
+    from django.contrib.sessions.models import Session
+
+    Session.objects.all().delete()
+    # Back to this page after signing in, not to the fragment that noticed.
+    page.wait_for_url(lambda url: unquote(url).endswith(f"/accounts/login/?next=/jobs/{job.pk}/"), timeout=10_000)
+    assert page.locator("input[name=password]").count() == 1
 
 
 def test_run_page_tails_logs_live(signed_in_page, browser_user):

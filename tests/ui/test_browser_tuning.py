@@ -19,6 +19,10 @@ JOB_URL = re.compile(r".*/jobs/(\d+)/$")
 
 def fill_new_job_form(page, *, name: str, trials: int, epochs: int, delay_s: float, concurrency: int = 1) -> None:
     page.goto("/jobs/new/")
+    # Picking the trainer swaps its datasets and hyperparameters into the form (htmx).
+    page.select_option("select[name=trainer]", "sklearn-mlp")
+    page.wait_for_selector("select[name=dataset] option[value=iris]", state="attached")
+    page.wait_for_selector("input[name='hp.epoch_delay_s.value']", state="attached")
     page.select_option("select[name=dataset]", "iris")
     page.fill("input[name=name]", name)
     page.fill("input[name=num_samples]", str(trials))

@@ -4,8 +4,12 @@ started here; starting is covered end to end in test_browser_tuning.py)."""
 from __future__ import annotations
 
 import pytest
+from django.http import QueryDict
 
-from tests.factories import TuningJobFactory, UserFactory
+from runs.trainers.registry import all_trainers, get_trainer
+from tests.factories import TrialFactory, TuningJobFactory, UserFactory
+from tuning import services
+from tuning.forms import JobForm
 from tuning.models import TuningJob
 
 
@@ -135,11 +139,15 @@ def test_everything_fixed_is_refused_with_a_search_space_message(client_in, owne
 
 
 def test_start_on_a_finished_job_answers_409_with_the_reason(client_in, owner):
-    job = TuningJobFactory(owner=owner, status=TuningJob.Status.SUCCEEDED)
+    job = TuningJobFactory(owner=owner, status=TuningJob.Status.RUNNING)
+    TrialFactory(job=job)
     response = client_in.post(f"/jobs/{job.pk}/start/")
     assert response.status_code == 409
     page = response.content.decode()
     assert 'id="action-error"' in page and "only a created job can be started" in page
+    # The page is rendered at the action's URL: its links and polling still point at the job page.
+    assert f'href="/jobs/{job.pk}/?sort=' in page and "/start/?" not in page
+    assert f'hx-get="/jobs/{job.pk}/"' in page
 
 
 def test_cancel_a_created_job_and_clone_it(client_in, owner):
@@ -163,3 +171,21 @@ def test_actions_are_post_only_and_owner_scoped(client_in, owner):
     assert other.status == TuningJob.Status.CREATED
     mine = TuningJobFactory(owner=owner)
     assert client_in.get(f"/jobs/{mine.pk}/start/").status_code == 405
+
+
+@pytest.mark.parametrize("trainer_name", [t.name for t in all_trainers()])
+def test_every_trainers_defaults_launch_in_one_click(owner, trainer_name):
+    """The form's defaults, submitted untouched, are a valid job for every installed trainer."""
+    trainer = get_trainer(trainer_name)
+    defaults = JobForm(trainer)
+    posted = QueryDict(mutable=True)
+    posted.update(defaults.data)
+    for row in defaults.rows:
+        posted[f"hp.{row.name}.mode"] = row.mode
+        for key in ("value", "low", "high", "step", "values"):
+            posted[f"hp.{row.name}.{key}"] = getattr(row, key)
+    form = JobForm(trainer, posted)
+    arguments = form.service_arguments()
+    assert arguments is not None, [(r.name, r.errors) for r in form.rows if r.errors] or form.errors
+    job = services.tuning_job_create(owner=owner, **arguments)
+    assert job.search_space

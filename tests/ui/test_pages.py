@@ -243,7 +243,7 @@ def test_another_users_run_is_404(client_in):
 
 @pytest.mark.django_db
 def test_job_form_defaults_search_learning_rate_log_uniform_and_batch_size_by_choice(client_in):
-    page = client_in.get("/jobs/new/").content.decode()
+    page = client_in.get("/jobs/new/?trainer=sklearn-mlp").content.decode()
     assert 'name="hp.learning_rate.mode"' in page
     lr_row = page[page.index('id="hp-learning_rate"') :]
     assert '<option value="loguniform" selected' in lr_row[: lr_row.index("</select>")]
@@ -257,3 +257,25 @@ def test_job_form_switches_trainer_fields_as_a_fragment(client_in):
     fragment = client_in.get("/jobs/new/?trainer=sklearn-mlp&dataset=wine", **HX).content.decode()
     assert fragment.lstrip().startswith('<form id="job-form"')
     assert '<option value="wine" selected' in fragment
+
+
+@pytest.mark.django_db
+def test_history_restore_gets_the_whole_page(client_in, owner):
+    job = job_with_trials(owner, 3, running=1)
+    page = client_in.get(f"/jobs/{job.pk}/?sort=metric", HTTP_HX_REQUEST="true", HTTP_HX_HISTORY_RESTORE_REQUEST="true")
+    assert "<html" in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_run_metric_curves_are_thinned_in_the_database(client_in, owner):
+    from runs.models import MetricPoint
+
+    run = RunFactory(owner=owner, status=Run.Status.SUCCEEDED)
+    MetricPoint.objects.bulk_create([MetricPoint(run=run, step=s, values={"loss": 1 / s}) for s in range(1, 10_001)])
+    page = client_in.get(f"/runs/{run.pk}/").content.decode()
+    data = page[page.index('id="run-charts-data"') :]
+    data = data[data.index(">") + 1 : data.index("</script>")]
+    import json
+
+    x = json.loads(data)["loss"]["x"]
+    assert 1_000 <= len(x) <= 2_001 and x[0] == 1 and x[-1] == 10_000
