@@ -25,7 +25,7 @@ from runs.api.views import TrainerViewSet
 
 get_resolver().url_patterns
 request = APIRequestFactory().get("/api/trainers/")
-force_authenticate(request, user=get_user_model()(username="probe"))
+force_authenticate(request, user=get_user_model()(username="probe", is_staff=True))
 response = TrainerViewSet.as_view({{"get": "list"}})(request)
 response.render()
 assert response.status_code == 200 and len(response.data) >= 2, response.data
