@@ -17,7 +17,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from runs.trainers.registry import all_trainers
-from tunix_rt.exceptions import InvalidTransition, ServiceUnavailable, TunixRTError, ValidationError
+from tunix_rt.exceptions import InvalidTransition, LimitExceeded, ServiceUnavailable, TunixRTError, ValidationError
 
 from . import services
 from .charts import job_charts, searched_names
@@ -172,7 +172,7 @@ def _action(request: HttpRequest, pk: int, perform) -> HttpResponse:
     job = _visible_job(request, pk)
     try:
         result = perform(job)
-    except (InvalidTransition, ServiceUnavailable) as exc:
+    except (InvalidTransition, LimitExceeded, ServiceUnavailable) as exc:
         job.refresh_from_db()
         return _render_job(request, job, status=exc.status_code, action_error=exc.message)
     return result

@@ -9,13 +9,13 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from runs import selectors, services
 from runs.models import Run
 from runs.trainers.registry import all_trainers, get_trainer
+from tunix_rt.api import JSONParser
 from tunix_rt.exceptions import ValidationError
 
 from .serializers import (
