@@ -157,7 +157,7 @@ REST_FRAMEWORK = {
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "tunix_rt.schema.AutoSchema",
     "EXCEPTION_HANDLER": "tunix_rt.api.exception_handler",
 }
 SPECTACULAR_SETTINGS = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import django_filters
 from django.http import FileResponse, Http404
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -36,12 +37,20 @@ ERRORS = {
 NOT_FOUND = {404: OpenApiResponse(description="No such run, or not yours.")}
 
 
+class _PresentIsoDateTimeField(IsoDateTimeField):
+    empty_values = [None]  # absent: no filter; present but empty: "Enter a valid date/time" (400)
+
+
+class IsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = _PresentIsoDateTimeField
+
+
 class RunFilter(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=Run.Status.choices, help_text="Repeat for several.")
     trainer = django_filters.CharFilter()
     dataset = django_filters.CharFilter()
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Run
