@@ -11,7 +11,6 @@ import math
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -20,8 +19,9 @@ from runs import services as run_services
 from runs.models import Run
 from runs.trainers.base import Trainer
 from runs.trainers.registry import get_trainer
-from tunix_rt.exceptions import InvalidTransition, LimitExceeded, ServiceUnavailable, ValidationError
+from tunix_rt.exceptions import InvalidTransition, ServiceUnavailable, ValidationError
 
+from .limits import active_job_limit_check
 from .models import Trial, TuningJob
 from .search_space import limit, total_trials, validate_search_space
 
@@ -260,7 +260,7 @@ def tuning_job_start(*, job: TuningJob) -> TuningJob:
     from .tasks import run_tuning_job_task
 
     with transaction.atomic():
-        _check_active_job_limit(owner_id=job.owner_id)
+        active_job_limit_check(owner_id=job.owner_id)
         queued = TuningJob.objects.filter(pk=job.pk, status=TuningJob.Status.CREATED).update(
             status=TuningJob.Status.QUEUED, queued_at=timezone.now()
         )
@@ -270,18 +270,6 @@ def tuning_job_start(*, job: TuningJob) -> TuningJob:
         transaction.on_commit(lambda: run_tuning_job_task.delay(job.pk))
     job.refresh_from_db()
     return job
-
-
-def _check_active_job_limit(*, owner_id: int) -> None:
-    """LimitExceeded (429) when the owner already has MAX_ACTIVE_JOBS_PER_USER queued or running jobs.
-    Call inside the transaction that queues the job: the owner's row lock serialises concurrent starts."""
-    list(get_user_model().objects.select_for_update().filter(pk=owner_id).values_list("pk", flat=True))
-    cap = settings.TUNIX_RT["MAX_ACTIVE_JOBS_PER_USER"]
-    if TuningJob.objects.filter(owner_id=owner_id, status__in=TuningJob.ACTIVE_STATUSES).count() >= cap:
-        raise LimitExceeded(
-            f"you already have {cap} active tuning jobs (queued or running), the most allowed; "
-            "wait for one to finish or cancel one, then start this one"
-        )
 
 
 def _not_startable(status: str) -> str:
