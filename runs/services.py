@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from tunix_rt.exceptions import InvalidTransition, ValidationError
+from tunix_rt.exceptions import InvalidTransition, LimitExceeded, ValidationError
 
 from .models import Evaluation, LogLine, MetricPoint, Run
 from .trainers.base import EvaluationResult
@@ -48,6 +49,8 @@ def run_create(
     if len(name) > MAX_NAME_LENGTH:
         raise ValidationError(f"must be at most {MAX_NAME_LENGTH} characters", field="name")
     with transaction.atomic():
+        if enqueue:
+            _check_active_run_limit(owner=owner)
         run = Run.objects.create(
             owner=owner, name=name, trainer=trainer, dataset=dataset, hyperparameters=values
         )
@@ -62,6 +65,18 @@ def run_create(
 
             transaction.on_commit(lambda: execute_run_task.delay(run.pk))
     return run
+
+
+def _check_active_run_limit(*, owner) -> None:
+    """LimitExceeded (429) when the owner already has MAX_ACTIVE_RUNS_PER_USER queued or running
+    stand-alone runs (trials are bounded by their job). The owner's row lock serialises creates."""
+    list(get_user_model().objects.select_for_update().filter(pk=owner.pk).values_list("pk", flat=True))
+    cap = settings.TUNIX_RT["MAX_ACTIVE_RUNS_PER_USER"]
+    if Run.objects.filter(owner=owner, trial__isnull=True, status__in=Run.ACTIVE_STATUSES).count() >= cap:
+        raise LimitExceeded(
+            f"you already have {cap} active runs (queued or running), the most allowed; "
+            "wait for one to finish or cancel one"
+        )
 
 
 def run_cancel(*, run: Run) -> Run:

@@ -177,6 +177,8 @@ def _bounds(spec: dict, param: HyperParameter) -> tuple[float, float]:
 
 def _is_multiple(value: float, quantum: float) -> bool:
     ratio = value / quantum
+    if not math.isfinite(ratio):  # a subnormal quantum overflows the ratio; such a q is never valid
+        return False
     return abs(ratio - round(ratio)) <= _QUANTUM_TOLERANCE * max(1.0, abs(ratio))
 
 

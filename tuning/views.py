@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from runs.trainers.registry import all_trainers
-from tunix_rt.exceptions import InvalidTransition, ServiceUnavailable, TunixRTError, ValidationError
+from tunix_rt.exceptions import InvalidTransition, LimitExceeded, ServiceUnavailable, TunixRTError, ValidationError
 from tunix_rt.htmx import wants_fragment
 
 from . import services
@@ -186,7 +186,7 @@ def _action(request: HttpRequest, pk: int, perform) -> HttpResponse:
     job = _visible_job(request, pk)
     try:
         result = perform(job)
-    except (InvalidTransition, ServiceUnavailable) as exc:
+    except (InvalidTransition, LimitExceeded, ServiceUnavailable) as exc:
         job.refresh_from_db()  # its state now
         return _render_job(request, job, status=exc.status_code, action_error=exc.message)
     return result

@@ -147,12 +147,17 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "tunix_rt.pagination.Pagination",
+    "DEFAULT_PARSER_CLASSES": [
+        "tunix_rt.api.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "tunix_rt.schema.AutoSchema",
     "EXCEPTION_HANDLER": "tunix_rt.api.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
@@ -160,6 +165,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Tracked training runs and hyperparameter tuning jobs.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its docs page are for signed-in users, like the rest of the API.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "COMPONENT_SPLIT_REQUEST": True,
     # Swagger UI and ReDoc from the sidecar package's static files: the docs page needs no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -218,6 +225,10 @@ TUNIX_RT = {
     "METRIC_MAX_POINTS": _bounded_int("TUNIX_RT_METRIC_MAX_POINTS", 100_000, 1, 10_000_000),
     "COMMAND_TIMEOUT_MAX_S": _bounded_int("TUNIX_RT_COMMAND_TIMEOUT_MAX_S", 24 * 3600, 1, 30 * 86400),
     "MAX_PAGE_SIZE": 200,
+    # Jobs (queued or running) one user may have at once; starting one more answers 429.
+    "MAX_ACTIVE_JOBS_PER_USER": _bounded_int("TUNIX_RT_MAX_ACTIVE_JOBS_PER_USER", 5, 1, 10_000),
+    # Stand-alone runs (not trials; queued or running) one user may have at once; more answers 429.
+    "MAX_ACTIVE_RUNS_PER_USER": _bounded_int("TUNIX_RT_MAX_ACTIVE_RUNS_PER_USER", 10, 1, 10_000),
 }
 
 LOGGING = {

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
@@ -7,7 +8,15 @@ from .health import health
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("accounts/", include("django.contrib.auth.urls")),
+    # Login, logout and password change only: no password reset by e-mail (no mail is configured).
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/password_change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path(
+        "accounts/password_change/done/",
+        auth_views.PasswordChangeDoneView.as_view(),
+        name="password_change_done",
+    ),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api-auth/", include("rest_framework.urls")),
@@ -20,3 +29,8 @@ urlpatterns = [
     path("datasets/", include("traces.urls")),
     path("", include("tuning.urls")),
 ]
+
+handler400 = "tunix_rt.errors.bad_request"
+handler403 = "tunix_rt.errors.permission_denied"
+handler404 = "tunix_rt.errors.page_not_found"
+handler500 = "tunix_rt.errors.server_error"

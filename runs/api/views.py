@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import django_filters
 from django.http import FileResponse, Http404
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from runs import selectors, services
 from runs.models import Run
 from runs.trainers.registry import all_trainers, get_trainer
+from tunix_rt.api import JSONParser
 from tunix_rt.exceptions import ValidationError
 
 from .serializers import (
@@ -36,12 +37,20 @@ ERRORS = {
 NOT_FOUND = {404: OpenApiResponse(description="No such run, or not yours.")}
 
 
+class _PresentIsoDateTimeField(IsoDateTimeField):
+    empty_values = [None]  # absent: no filter; present but empty: "Enter a valid date/time" (400)
+
+
+class IsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = _PresentIsoDateTimeField
+
+
 class RunFilter(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=Run.Status.choices, help_text="Repeat for several.")
     trainer = django_filters.CharFilter()
     dataset = django_filters.CharFilter()
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Run

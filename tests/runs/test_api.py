@@ -325,6 +325,10 @@ def test_openapi_schema_is_valid_and_has_no_warnings(tmp_path):
 def test_docs_page_serves_swagger_ui_from_local_static_files(client):
     from django.contrib.staticfiles import finders
 
+    from tests.factories import UserFactory
+
+    assert client.get(reverse("api-docs")).status_code == 403  # signed-in users only
+    client.force_login(UserFactory())
     response = client.get(reverse("api-docs"))
 
     assert response.status_code == 200

@@ -30,7 +30,7 @@ class TraceDatasetInputSerializer(serializers.Serializer):
 
 class TraceDatasetSerializer(serializers.ModelSerializer):
     reference = serializers.CharField(read_only=True)
-    owner = serializers.CharField(source="owner.username", default=None, read_only=True)
+    owner = serializers.CharField(source="owner.username", default=None, read_only=True, allow_null=True)
     builtin = serializers.BooleanField(source="is_builtin", read_only=True)
 
     class Meta:

@@ -2,20 +2,23 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
-from rest_framework import status, viewsets
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework import mixins, status, viewsets
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from traces import services
 from traces.models import TraceDataset
+from tunix_rt.api import JSONParser
 
 from .serializers import TraceDatasetDetailSerializer, TraceDatasetInputSerializer, TraceDatasetSerializer
 
 
-class TraceDatasetViewSet(viewsets.ViewSet):
+class TraceDatasetViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """Reasoning-trace datasets: built-in ones and the caller's own uploads."""
 
     parser_classes = [JSONParser, MultiPartParser, FormParser]
+    serializer_class = TraceDatasetSerializer
+    lookup_value_regex = r"[0-9]+"
 
     def get_queryset(self):
         return (
@@ -24,13 +27,10 @@ class TraceDatasetViewSet(viewsets.ViewSet):
             .defer("train_items", "eval_items")
         )
 
-    @extend_schema(responses=TraceDatasetSerializer(many=True))
-    def list(self, request):
+    def list(self, request, *args, **kwargs):
         """List visible datasets (built-in ones are registered on first listing)."""
         services.trace_dataset_builtins_ensure()
-        paginator = self._paginator()
-        page = paginator.paginate_queryset(self.get_queryset(), request, view=self)
-        return paginator.get_paginated_response(TraceDatasetSerializer(page, many=True).data)
+        return super().list(request, *args, **kwargs)
 
     @extend_schema(responses=TraceDatasetDetailSerializer)
     def retrieve(self, request, pk=None):
@@ -45,8 +45,3 @@ class TraceDatasetViewSet(viewsets.ViewSet):
         serializer.is_valid(raise_exception=True)
         dataset = services.trace_dataset_create(owner=request.user, **serializer.validated_data)
         return Response(TraceDatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
-
-    def _paginator(self):
-        from tunix_rt.pagination import Pagination
-
-        return Pagination()

@@ -14,6 +14,7 @@ from runs.trainers.base import Trainer
 from runs.trainers.registry import get_trainer
 from tunix_rt.exceptions import InvalidTransition, ServiceUnavailable, ValidationError
 
+from ..limits import active_job_limit_check
 from ..models import TuningJob
 from ..search_space import limit, total_trials, validate_search_space
 
@@ -251,6 +252,7 @@ def tuning_job_start(*, job: TuningJob) -> TuningJob:
     from ..tasks import run_tuning_job_task
 
     with transaction.atomic():
+        active_job_limit_check(owner_id=job.owner_id)
         queued = TuningJob.objects.filter(pk=job.pk, status=TuningJob.Status.CREATED).update(
             status=TuningJob.Status.QUEUED, queued_at=timezone.now()
         )
