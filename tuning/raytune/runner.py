@@ -250,8 +250,13 @@ def tuning_job_run(*, job_id: int) -> TuningJob | None:
         # The solo/concurrency-1 tuning worker never gets here; a misconfigured pool would crash Tune.
         raise RuntimeError("another experiment is running in this process; run the tuning queue with concurrency 1")
     try:
-        storage_path = services.tuning_storage_path()
-        name = f"job-{job_id}"
+        # A resumed job continues its own experiment folder; a new one gets a unique folder, so a
+        # job id reused after a database reset never restores someone else's experiment.
+        previous = TuningJob.objects.filter(pk=job_id).values_list("experiment_path", flat=True).first()
+        if previous:
+            storage_path, name = os.path.split(previous)
+        else:
+            storage_path, name = services.tuning_storage_path(), f"job-{job_id}-{uuid.uuid4().hex[:8]}"
         lease_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         if not services.tuning_job_begin(
             job_id=job_id, lease_owner=lease_owner, experiment_path=os.path.join(storage_path, name)

@@ -272,9 +272,7 @@ def _enqueue_or_revert(job_id: int, *, revert_to: str) -> None:
     from ..tasks import run_tuning_job_task
 
     try:
-        run_tuning_job_task.apply_async(
-            (job_id,), retry=True, retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
-        )
+        run_tuning_job_task.delay(job_id)  # Celery retries a failing publish 3 times within ~1 s
     except Exception as exc:  # kombu raises several types; any means nothing was enqueued
         TuningJob.objects.filter(pk=job_id, status=TuningJob.Status.QUEUED).update(
             status=revert_to, queued_at=None
