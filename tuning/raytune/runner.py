@@ -69,6 +69,8 @@ def ensure_ray() -> None:
         kwargs: dict[str, Any] = {}
         if address == "local":
             kwargs.update(num_cpus=settings.RAY_NUM_CPUS, include_dashboard=False)
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous_sigterm = signal.getsignal(signal.SIGTERM) if in_main_thread else None
         ray.init(
             address=address,
             runtime_env={"env_vars": trial_env()},
@@ -76,6 +78,10 @@ def ensure_ray() -> None:
             logging_level=logging.WARNING,
             **kwargs,
         )
+        if in_main_thread and previous_sigterm is not None:
+            # ray.init makes SIGTERM exit the process at once; the worker's own handler does a warm
+            # shutdown, during which the experiment saves its state and the job is requeued.
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 def to_ray_param_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
