@@ -205,14 +205,15 @@ def request_interrupt(reason: str) -> bool:
     """Make the running fit() save Ray's experiment state and return, through Tune's own
     SIGUSR1 handler (installed while fit() runs in the main thread). False if none is running."""
     global _interrupt_reason
+    if not _fit_lock.locked():
+        return False  # no job in this process (Tune leaves its handler installed after a fit)
+    _interrupt_reason = _interrupt_reason or reason  # read before fit() starts, and after it returns
     handler = signal.getsignal(signal.SIGUSR1)
-    if not callable(handler) or "signal_interrupt_tune_run" not in getattr(handler, "__qualname__", ""):
-        return False
-    _interrupt_reason = _interrupt_reason or reason
-    try:
-        handler(signal.SIGUSR1, None)
-    except ValueError:  # it also resets SIGINT, which only the main thread may do; the stop is set
-        pass
+    if callable(handler) and "signal_interrupt_tune_run" in getattr(handler, "__qualname__", ""):
+        try:
+            handler(signal.SIGUSR1, None)
+        except ValueError:  # it also resets SIGINT, which only the main thread may do; the stop is set
+            pass
     return True
 
 
@@ -280,7 +281,8 @@ def tuning_job_run(*, job_id: int) -> TuningJob | None:
             tuner, restored = restore_or_build_tuner(job, storage_path=storage_path, name=name)
             if restored:
                 logger.warning("tuning job %s: resuming its experiment from %s", job_id, job.experiment_path)
-            tuner.fit()
+            if not _interrupt_reason:  # a shutdown that came during ray.init: requeue at once
+                tuner.fit()
         except Exception as exc:
             logger.exception("tuning job %s: the experiment failed", job_id)
             error = f"{type(exc).__name__}: {exc}"
