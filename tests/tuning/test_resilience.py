@@ -90,6 +90,11 @@ def test_reaper_fails_a_job_lost_too_often_with_the_reason_and_ends_its_trials()
     assert job.status == TuningJob.Status.FAILED and "Worker lost" in job.error_message
     assert Trial.objects.get(job=job).status == Trial.Status.CANCELLED
     assert Run.objects.get(pk=run.pk).status == Run.Status.CANCELLED
+    # Resumed later, the trial the lost worker was running runs again (Ray still has it unfinished).
+    with mock.patch(ENQUEUE):
+        services.tuning_job_resume(job=job)
+    assert Trial.objects.get(job=job).status == Trial.Status.PENDING
+    assert Run.objects.get(pk=run.pk).status == Run.Status.QUEUED
 
 
 @pytest.mark.django_db
@@ -239,3 +244,17 @@ def test_max_trial_retries_is_stored_and_cloned(user):
     )
     assert job.max_trial_retries == 3
     assert services.tuning_job_clone(job=job, owner=user).max_trial_retries == 3
+
+
+@pytest.mark.django_db
+def test_cancelling_a_requeued_job_ends_its_unfinished_trials_and_runs(user):
+    job = TuningJobFactory(owner=user, status=TuningJob.Status.QUEUED, experiment_path="/e/job")
+    run = RunFactory(owner=user, status=Run.Status.RUNNING)
+    done_run = RunFactory(owner=user, status=Run.Status.SUCCEEDED, finished_at=timezone.now())
+    unfinished = TrialFactory(job=job, status=Trial.Status.RUNNING, run=run)
+    done = TrialFactory(job=job, status=Trial.Status.SUCCEEDED, run=done_run)
+    services.tuning_job_cancel(job=job)
+    assert Trial.objects.get(pk=unfinished.pk).status == Trial.Status.CANCELLED
+    assert Run.objects.get(pk=run.pk).status == Run.Status.CANCELLED
+    assert Trial.objects.get(pk=done.pk).status == Trial.Status.SUCCEEDED
+    assert Run.objects.get(pk=done_run.pk).status == Run.Status.SUCCEEDED

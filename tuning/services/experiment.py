@@ -23,6 +23,8 @@ from .jobs import MAX_NAME_LENGTH
 logger = logging.getLogger(__name__)
 
 ERROR_MESSAGE_CHARS = 10_000
+# How the reaper's failure message starts when it gives a job up (see trials_reset_for_rerun).
+WORKER_LOST = "Worker lost"
 
 
 def _lease_until():
@@ -77,9 +79,14 @@ def tuning_job_requeue(
 
 
 def trials_reset_for_rerun(*, job_id: int) -> int:
-    """Failed trials of a job back to `pending` with their runs `queued`, so a resumed experiment
-    (which restarts errored trials) executes them again. Returns how many."""
-    failed = list(Trial.objects.filter(job_id=job_id, status=Trial.Status.FAILED).values_list("pk", "run_id"))
+    """Failed (and worker-lost) trials of a job back to `pending` with their runs `queued`, so a
+    resumed experiment (which restarts errored and unfinished trials) executes them again."""
+    # Also the trials that were running when the reaper gave the job up: Ray's state still has
+    # them unfinished, so the restored experiment runs them again.
+    rerun = Q(status=Trial.Status.FAILED) | Q(
+        status=Trial.Status.CANCELLED, error_message__startswith=f"Experiment ended: {WORKER_LOST}"
+    )
+    failed = list(Trial.objects.filter(rerun, job_id=job_id).values_list("pk", "run_id"))
     for _pk, run_id in failed:
         if run_id:
             run_services.run_reset(run_id=run_id)

@@ -15,7 +15,7 @@ from runs.trainers.base import Trainer
 from runs.trainers.registry import get_trainer
 from tunix_rt.exceptions import InvalidTransition, ServiceUnavailable, ValidationError
 
-from ..models import TuningJob
+from ..models import Trial, TuningJob
 from ..search_space import limit, total_trials, validate_search_space
 
 logger = logging.getLogger(__name__)
@@ -342,6 +342,9 @@ def tuning_job_cancel(*, job: TuningJob) -> TuningJob:
             finished_at=now,
             error_message="Cancelled before it started.",
         )
+        if done:
+            # A job requeued after a lost or stopped worker already has trials: end the unfinished.
+            _trials_cancel_unfinished(job.pk, now)
         if not done:
             done = TuningJob.objects.filter(pk=job.pk, status=TuningJob.Status.RUNNING).update(cancel_requested=True)
             # The run pipeline polls this flag and stops (and kills) its trainer within ~1 s.
@@ -350,6 +353,15 @@ def tuning_job_cancel(*, job: TuningJob) -> TuningJob:
     if not done:
         raise InvalidTransition(f"the job is already {job.status} and cannot be cancelled")
     return job
+
+
+def _trials_cancel_unfinished(job_id: int, now) -> None:
+    message = "Cancelled with the job."
+    unfinished = Trial.objects.filter(job_id=job_id).exclude(status__in=Trial.TERMINAL_STATUSES)
+    Run.objects.filter(trial__in=unfinished, status__in=Run.ACTIVE_STATUSES).update(
+        status=Run.Status.CANCELLED, error_message=message, cancel_requested=True, finished_at=now
+    )
+    unfinished.update(status=Trial.Status.CANCELLED, error_message=message, finished_at=now)
 
 
 def tuning_job_clone(*, job: TuningJob, owner) -> TuningJob:

@@ -18,7 +18,7 @@ from runs import services as run_services
 from runs.models import Run
 
 from ..models import TuningJob
-from .experiment import tuning_job_finalize, tuning_job_requeue
+from .experiment import WORKER_LOST, tuning_job_finalize, tuning_job_requeue
 from .jobs import tuning_job_enqueue
 
 REAPER_LEASE_OWNER = "reaper"
@@ -51,7 +51,7 @@ def stale_work_reap(*, now: datetime | None = None) -> dict[str, int]:
             if taken:
                 tuning_job_finalize(
                     job_id=job.pk,
-                    error=f"Worker lost {job.attempts} time(s), the limit (MAX_JOB_ATTEMPTS); last: {reason}.",
+                    error=f"{WORKER_LOST} {job.attempts} time(s), the limit (MAX_JOB_ATTEMPTS); last: {reason}.",
                 )
                 counts["jobs_failed"] += 1
             continue
