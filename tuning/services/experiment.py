@@ -57,9 +57,7 @@ def tuning_job_heartbeat(*, job_id: int, lease_owner: str) -> bool:
     )
 
 
-def tuning_job_requeue(
-    *, job_id: int, lease_owner: str, reason: str, expired_before: datetime | None = None
-) -> bool:
+def tuning_job_requeue(*, job_id: int, lease_owner: str, reason: str, expired_before: datetime | None = None) -> bool:
     """Give a running job back to the queue (worker shutting down, or its worker was lost); the
     next worker resumes its experiment. Only the lease holder (or the reaper, passing the expired
     holder) can; False otherwise."""

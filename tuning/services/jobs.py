@@ -274,9 +274,7 @@ def _enqueue_or_revert(job_id: int, *, revert_to: str) -> None:
     try:
         run_tuning_job_task.delay(job_id)  # Celery retries a failing publish 3 times within ~1 s
     except Exception as exc:  # kombu raises several types; any means nothing was enqueued
-        TuningJob.objects.filter(pk=job_id, status=TuningJob.Status.QUEUED).update(
-            status=revert_to, queued_at=None
-        )
+        TuningJob.objects.filter(pk=job_id, status=TuningJob.Status.QUEUED).update(status=revert_to, queued_at=None)
         raise ServiceUnavailable(f"the task broker failed while enqueueing ({exc}); nothing was started.") from None
 
 
