@@ -3,6 +3,7 @@ fault-injection runs are in test_faults.py)."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from unittest import mock
 
@@ -12,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from runs.models import Run
+from tests.conftest import wait_for
 from tests.factories import RunFactory, TrialFactory, TuningJobFactory
 from tuning import services
 from tuning.models import Trial, TuningJob
@@ -258,3 +260,21 @@ def test_cancelling_a_requeued_job_ends_its_unfinished_trials_and_runs(user):
     assert Run.objects.get(pk=run.pk).status == Run.Status.CANCELLED
     assert Trial.objects.get(pk=done.pk).status == Trial.Status.SUCCEEDED
     assert Run.objects.get(pk=done_run.pk).status == Run.Status.SUCCEEDED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_driver_whose_lease_was_taken_notices_within_a_heartbeat(settings):
+    from tuning.raytune import runner
+
+    settings.TUNIX_RT = {**settings.TUNIX_RT, "HEARTBEAT_INTERVAL_S": 0.2}
+    job = running_job(lease_owner="me")
+    keeper = runner.LeaseKeeper(job.pk, "me")
+    keeper.start()
+    try:
+        time.sleep(0.5)
+        assert not keeper.lost and TuningJob.objects.get(pk=job.pk).lease_owner == "me"
+        TuningJob.objects.filter(pk=job.pk).update(lease_owner="another worker")
+        wait_for(lambda: keeper.lost, timeout=5, interval=0.05, message="the keeper to notice")
+    finally:
+        keeper.stop()
+    assert not runner.request_interrupt("no job runs in this process")
