@@ -104,6 +104,29 @@ def run_begin(*, run_id: int) -> bool:
     return bool(claimed)
 
 
+def run_reset(*, run_id: int) -> bool:
+    """Put an unfinished or failed run back to `queued` so it executes again (a retried or resumed
+    trial). Its metric points are overwritten step by step and its log continues; a succeeded run
+    is never reset."""
+    return bool(
+        Run.objects.filter(pk=run_id)
+        .exclude(status__in=[Run.Status.QUEUED, Run.Status.SUCCEEDED])
+        .update(
+            status=Run.Status.QUEUED,
+            started_at=None,
+            finished_at=None,
+            heartbeat_at=None,
+            error_message="",
+            error_traceback="",
+            cancel_requested=False,
+        )
+    )
+
+
+def run_heartbeat(*, run_id: int) -> None:
+    Run.objects.filter(pk=run_id, status=Run.Status.RUNNING).update(heartbeat_at=timezone.now())
+
+
 def run_cancel_requested(*, run_id: int) -> bool:
     return Run.objects.filter(pk=run_id, cancel_requested=True).exists()
 

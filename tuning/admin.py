@@ -33,9 +33,9 @@ class TuningJobAdmin(admin.ModelAdmin):
     raw_id_fields = ("owner", "best_run")
     readonly_fields = ("status", "cancel_requested", "error_message", "best_run", "best_hyperparameters",
                        "best_metric_value", "experiment_path", "lease_owner", "lease_expires_at", "heartbeat_at",
-                       "queued_at", "started_at", "finished_at")  # fmt: skip
+                       "attempts", "queued_at", "started_at", "finished_at")  # fmt: skip
     inlines = [TrialInline]
-    actions = ["start_jobs", "cancel_jobs"]
+    actions = ["start_jobs", "cancel_jobs", "resume_jobs"]
 
     def _apply(self, request, queryset, service, verb: str) -> None:
         done = 0
@@ -55,6 +55,10 @@ class TuningJobAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request, queryset):
         self._apply(request, queryset, services.tuning_job_cancel, "Cancelled")
+
+    @admin.action(description="Resume selected failed/cancelled jobs (rerun failed trials)")
+    def resume_jobs(self, request, queryset):
+        self._apply(request, queryset, services.tuning_job_resume, "Resumed")
 
 
 @admin.register(Trial)

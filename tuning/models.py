@@ -65,6 +65,8 @@ class TuningJob(models.Model):
     cpus_per_trial = models.FloatField(default=1.0)
     gpus_per_trial = models.FloatField(default=0.0)
     max_failed_trials = models.PositiveIntegerField(null=True, blank=True)
+    # Tune's FailureConfig(max_failures): how often a failing trial is retried before it fails.
+    max_trial_retries = models.PositiveIntegerField(default=0)
     seed = models.IntegerField(null=True, blank=True)
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATED, db_index=True)
@@ -78,6 +80,8 @@ class TuningJob(models.Model):
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # How many times a worker claimed the job (first run and every resume), bounded by the reaper.
+    attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -93,6 +97,7 @@ class TuningJob(models.Model):
             models.CheckConstraint(condition=Q(max_concurrent_trials__gte=1), name="job_concurrency_positive"),
             models.CheckConstraint(condition=Q(cpus_per_trial__gt=0), name="job_cpus_positive"),
             models.CheckConstraint(condition=Q(gpus_per_trial__gte=0), name="job_gpus_nonnegative"),
+            models.CheckConstraint(condition=Q(max_trial_retries__lte=10), name="job_trial_retries_bounded"),
         ]
 
     def __str__(self) -> str:

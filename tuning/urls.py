@@ -9,5 +9,6 @@ urlpatterns = [
     path("jobs/<int:pk>/charts/", views.job_charts_fragment, name="job_charts"),
     path("jobs/<int:pk>/start/", views.job_start, name="job_start"),
     path("jobs/<int:pk>/cancel/", views.job_cancel, name="job_cancel"),
+    path("jobs/<int:pk>/resume/", views.job_resume, name="job_resume"),
     path("jobs/<int:pk>/clone/", views.job_clone, name="job_clone"),
 ]

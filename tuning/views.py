@@ -220,6 +220,18 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
+def job_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    """Resume a failed or cancelled job: rerun its failed trials, keep the finished ones."""
+    def perform(job: TuningJob) -> HttpResponse:
+        services.tuning_job_resume(job=job)
+        messages.success(request, "Job resumed: failed trials run again; finished trials are kept.")
+        return redirect("job_detail", pk=job.pk)
+
+    return _action(request, pk, perform)
+
+
+@login_required
+@require_POST
 def job_clone(request: HttpRequest, pk: int) -> HttpResponse:
     """Copy the job's definition into a new job owned by the user (not started)."""
 

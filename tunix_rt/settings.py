@@ -203,7 +203,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Ray cannot start under Celery's stdout proxy (shared/DOMAIN.md).
 CELERY_WORKER_REDIRECT_STDOUTS = False
 CELERY_TASK_DEFAULT_QUEUE = "runs"
-CELERY_TASK_ROUTES = {"tuning.tasks.*": {"queue": "tuning"}}
+# The reaper is short database work: it must not wait behind an experiment on the solo tuning worker.
+CELERY_TASK_ROUTES = {
+    "tuning.tasks.reap_stale_work_task": {"queue": "runs"},
+    "tuning.tasks.*": {"queue": "tuning"},
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 
@@ -229,6 +233,28 @@ TUNIX_RT = {
     "MAX_ACTIVE_JOBS_PER_USER": _bounded_int("TUNIX_RT_MAX_ACTIVE_JOBS_PER_USER", 5, 1, 10_000),
     # Stand-alone runs (not trials; queued or running) one user may have at once; more answers 429.
     "MAX_ACTIVE_RUNS_PER_USER": _bounded_int("TUNIX_RT_MAX_ACTIVE_RUNS_PER_USER", 10, 1, 10_000),
+    # Fault tolerance (docs/operations.md). Running jobs and runs write a heartbeat every
+    # HEARTBEAT_INTERVAL_S; a job's lease lasts STALE_AFTER_S from its last heartbeat. The reaper
+    # (every REAPER_INTERVAL_S) resumes a job whose lease expired, at most MAX_JOB_ATTEMPTS times
+    # in all, then ends it failed; it fails stand-alone runs silent for STALE_AFTER_S and re-sends
+    # jobs queued for QUEUED_RESEND_AFTER_S (a lost message; duplicates are harmless).
+    "HEARTBEAT_INTERVAL_S": _bounded_int("TUNIX_RT_HEARTBEAT_INTERVAL_S", 10, 1, 3600),
+    "STALE_AFTER_S": _bounded_int("TUNIX_RT_STALE_AFTER_S", 90, 3, 7 * 86400),
+    "REAPER_INTERVAL_S": _bounded_int("TUNIX_RT_REAPER_INTERVAL_S", 30, 1, 3600),
+    "QUEUED_RESEND_AFTER_S": _bounded_int("TUNIX_RT_QUEUED_RESEND_AFTER_S", 600, 10, 7 * 86400),
+    "MAX_JOB_ATTEMPTS": _bounded_int("TUNIX_RT_MAX_JOB_ATTEMPTS", 5, 1, 100),
+    # How often Tune saves the experiment state a resume starts from (TUNE_GLOBAL_CHECKPOINT_S).
+    "EXPERIMENT_CHECKPOINT_S": _bounded_int("TUNIX_RT_EXPERIMENT_CHECKPOINT_S", 5, 1, 3600),
+}
+if TUNIX_RT["STALE_AFTER_S"] < 3 * TUNIX_RT["HEARTBEAT_INTERVAL_S"]:
+    raise environ.ImproperlyConfigured("TUNIX_RT_STALE_AFTER_S must be at least 3 x TUNIX_RT_HEARTBEAT_INTERVAL_S.")
+
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-work": {
+        "task": "tuning.tasks.reap_stale_work_task",
+        "schedule": float(TUNIX_RT["REAPER_INTERVAL_S"]),
+        "options": {"expires": float(TUNIX_RT["REAPER_INTERVAL_S"])},
+    },
 }
 
 LOGGING = {

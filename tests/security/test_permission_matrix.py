@@ -104,6 +104,8 @@ ROUTES: dict[str, Route] = {
     "api/tuning/jobs/{pk}/trials/": Route(API, "job"),
     "api/tuning/jobs/{pk}/start/": Route(API, "job", (Req("post", ok=(202,)),)),
     "api/tuning/jobs/{pk}/cancel/": Route(API, "job", (Req("post", ok=(200,)),)),
+    # Resuming the world's job (created, never run) is refused with 409: reachable, not allowed.
+    "api/tuning/jobs/{pk}/resume/": Route(API, "job", (Req("post", ok=(409,)),)),
     "api/tuning/jobs/{pk}/clone/": Route(API, "job", (Req("post", ok=(201,)),)),
     # Pages and their htmx fragments.
     "": Route(PAGE, "jobs", (Req(), Req(htmx=True))),
@@ -112,6 +114,7 @@ ROUTES: dict[str, Route] = {
     "jobs/{pk}/charts/": Route(PAGE, "job", (Req(htmx=True),)),
     "jobs/{pk}/start/": Route(PAGE, "job", (Req("post", ok=(302,), htmx=True),)),
     "jobs/{pk}/cancel/": Route(PAGE, "job", (Req("post", ok=(302,), htmx=True),)),
+    "jobs/{pk}/resume/": Route(PAGE, "job", (Req("post", ok=(409,), htmx=True),)),
     "jobs/{pk}/clone/": Route(PAGE, "job", (Req("post", ok=(302,)),)),
     "runs/": Route(PAGE, "runs", (Req(), Req(htmx=True))),
     "runs/{pk}/": Route(PAGE, "run", (Req(), Req(htmx=True))),

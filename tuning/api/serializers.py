@@ -7,7 +7,7 @@ from rest_framework import serializers
 from tuning import selectors
 from tuning.models import Trial, TuningJob
 from tuning.search_space import limit
-from tuning.services import MAX_CONCURRENT_TRIALS, MAX_NAME_LENGTH, MAX_SEED, MAX_TIME_BUDGET_S
+from tuning.services import MAX_CONCURRENT_TRIALS, MAX_NAME_LENGTH, MAX_SEED, MAX_TIME_BUDGET_S, MAX_TRIAL_RETRIES
 
 
 class TuningJobCreateSerializer(serializers.Serializer):
@@ -30,6 +30,9 @@ class TuningJobCreateSerializer(serializers.Serializer):
     gpus_per_trial = serializers.FloatField(required=False)
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_SEED)
     max_failed_trials = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    max_trial_retries = serializers.IntegerField(
+        required=False, min_value=0, max_value=MAX_TRIAL_RETRIES, help_text="Retries of a failing trial (default 0)."
+    )
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
@@ -80,7 +83,8 @@ class TuningJobSerializer(serializers.ModelSerializer):
         fields = [
             "id", "name", "owner", "trainer", "dataset", "search_space", "fixed_hyperparameters", "metric", "mode",
             "num_samples", "max_concurrent_trials", "search_algorithm", "scheduler", "time_budget_s",
-            "cpus_per_trial", "gpus_per_trial", "seed", "max_failed_trials", "status", "cancel_requested",
+            "cpus_per_trial", "gpus_per_trial", "seed", "max_failed_trials", "max_trial_retries",
+            "status", "cancel_requested", "attempts",
             "error_message", "best_run", "best_hyperparameters", "best_metric_value", "progress", "experiment_path",
             "created_at", "queued_at", "started_at", "finished_at",
         ]  # fmt: skip

@@ -49,6 +49,14 @@ class TuningJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         job = services.tuning_job_cancel(job=self.get_object())
         return self._render(job)
 
+    @extend_schema(request=None, responses={202: TuningJobSerializer})
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        """Resume a failed/cancelled job from Ray's saved state, rerunning its failed trials (202);
+        finished trials are kept. 409 unless failed or cancelled, 503 without Ray or broker."""
+        job = services.tuning_job_resume(job=self.get_object())
+        return self._render(job, status.HTTP_202_ACCEPTED)
+
     @extend_schema(request=None, responses={201: TuningJobSerializer})
     @action(detail=True, methods=["post"])
     def clone(self, request, pk=None):

@@ -74,6 +74,23 @@ class _Writer:
             connection.close()
 
 
+# The callbacks of the experiment running in this process, by job id. A restored experiment
+# unpickles its own instances, so the runner finds them here to drain and stop them after fit().
+_live: dict[int, list] = {}
+
+
+def _track(job_id: int, callback) -> None:
+    callbacks = _live.setdefault(job_id, [])
+    if not any(c is callback for c in callbacks):
+        callbacks.append(callback)
+
+
+def close_callbacks(job_id: int) -> None:
+    """Apply every pending trial write and stop the stopper's poller (after fit())."""
+    for callback in _live.pop(job_id, []):
+        callback.close()
+
+
 class TrialRecorder(tune.Callback):
     """Writes trials as Ray creates, starts, reports, completes and fails them."""
 
@@ -94,6 +111,7 @@ class TrialRecorder(tune.Callback):
     def _submit(self, action: str, function: Callable, **kwargs) -> None:
         if self._writer is None:
             self._writer = _Writer()
+            _track(self.job_id, self)
         self._writer.submit(action, function, job_id=self.job_id, **kwargs)
 
     def close(self) -> None:
@@ -140,6 +158,11 @@ class TrialRecorder(tune.Callback):
         self._submit(
             "complete a trial", services.trial_complete, ray_trial_id=trial.trial_id, stopped_by=self.stopped_by
         )
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        # Tune retries the trial (FailureConfig.max_failures): its run is reset when it restarts.
+        self._flush(trial.trial_id)
+        logger.warning("tuning job %s: trial %s failed and is retried", self.job_id, trial.trial_id)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._flush(trial.trial_id)
@@ -189,7 +212,8 @@ class JobStopper(tune.Stopper):
         self._closed: threading.Event | None = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_poller": None, "_closed": None}
+        # A resumed experiment starts with no stop reason: the job was sent back to run.
+        return {**self.__dict__, "reason": "", "_poller": None, "_closed": None}
 
     def __call__(self, trial_id, result) -> bool:
         return False
@@ -199,6 +223,7 @@ class JobStopper(tune.Stopper):
             self._closed = threading.Event()
             self._poller = threading.Thread(target=self._poll, args=(self._closed,), name="tuning-stopper", daemon=True)
             self._poller.start()
+            _track(self.job_id, self)
         return bool(self.reason)
 
     def close(self) -> None:

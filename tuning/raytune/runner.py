@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
+import uuid
 from typing import Any
 
 import ray
 from django.conf import settings
+from django.db import connection
 from ray import tune
 
 from tuning import services
-from tuning.models import TuningJob
+from tuning.models import Trial, TuningJob
 
-from .callbacks import JobStopper, TrialRecorder
+from .callbacks import JobStopper, TrialRecorder, close_callbacks
 from .trainables import run_trial
 
 logger = logging.getLogger(__name__)
@@ -60,10 +63,14 @@ def ensure_ray() -> None:
     with _init_lock:
         if ray.is_initialized():
             return
+        # How often Tune saves the experiment state a resumed job continues from.
+        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(settings.TUNIX_RT["EXPERIMENT_CHECKPOINT_S"]))
         address = settings.RAY_ADDRESS or "local"
         kwargs: dict[str, Any] = {}
         if address == "local":
             kwargs.update(num_cpus=settings.RAY_NUM_CPUS, include_dashboard=False)
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous_sigterm = signal.getsignal(signal.SIGTERM) if in_main_thread else None
         ray.init(
             address=address,
             runtime_env={"env_vars": trial_env()},
@@ -71,6 +78,10 @@ def ensure_ray() -> None:
             logging_level=logging.WARNING,
             **kwargs,
         )
+        if in_main_thread and previous_sigterm is not None:
+            # ray.init makes SIGTERM exit the process at once; the worker's own handler does a warm
+            # shutdown, during which the experiment saves its state and the job is requeued.
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 def to_ray_param_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -130,15 +141,18 @@ def check_resources(job: TuningJob, available: dict[str, float]) -> None:
             )
 
 
-def build_tuner(
-    job: TuningJob, *, storage_path: str, name: str, recorder: TrialRecorder, stopper: JobStopper
-) -> tune.Tuner:
-    trainable = tune.with_resources(
+def _trainable(job: TuningJob):
+    return tune.with_resources(
         tune.with_parameters(run_trial, job_id=job.pk),
         {"cpu": job.cpus_per_trial, "gpu": job.gpus_per_trial},
     )
+
+
+def build_tuner(
+    job: TuningJob, *, storage_path: str, name: str, recorder: TrialRecorder, stopper: JobStopper
+) -> tune.Tuner:
     return tune.Tuner(
-        trainable,
+        _trainable(job),
         param_space=to_ray_param_space(job.search_space),
         tune_config=tune.TuneConfig(
             metric=job.metric,
@@ -155,40 +169,136 @@ def build_tuner(
             storage_path=storage_path,
             stop=stopper,
             callbacks=[recorder],
-            failure_config=tune.FailureConfig(max_failures=0),
+            # A failing trial is retried max_trial_retries times (its run reset) before it fails.
+            failure_config=tune.FailureConfig(max_failures=job.max_trial_retries),
             verbose=0,
         ),
     )
 
 
+class ExperimentNotRestorable(RuntimeError):
+    """The job has trials but Ray's experiment state is missing or unreadable."""
+
+
+def restore_or_build_tuner(job: TuningJob, *, storage_path: str, name: str) -> tuple[tune.Tuner, bool]:
+    """Continue the job's experiment from Ray's saved state when there is one (a resumed job:
+    finished trials are not run again, unfinished and errored ones are); else a new experiment."""
+    path = os.path.join(storage_path, name)
+    if tune.Tuner.can_restore(path):
+        # Callbacks and the stopper come back from the pickled state (built from ids only).
+        return tune.Tuner.restore(path, trainable=_trainable(job), resume_errored=True), True
+    if Trial.objects.filter(job_id=job.pk).exists():
+        raise ExperimentNotRestorable(
+            f"the job already ran trials but Ray's experiment state at {path} cannot be restored; "
+            "clone the job to run it again"
+        )
+    recorder = TrialRecorder(job.pk, job.metric, job.mode, SCHEDULER_LABELS[job.scheduler])
+    stopper = JobStopper(job.pk)
+    return build_tuner(job, storage_path=storage_path, name=name, recorder=recorder, stopper=stopper), False
+
+
+# Why this process asked its running fit() to stop and save its state ("" while none did).
+_interrupt_reason = ""
+
+
+def request_interrupt(reason: str) -> bool:
+    """Make the running fit() save Ray's experiment state and return, through Tune's own
+    SIGUSR1 handler (installed while fit() runs in the main thread). False if none is running."""
+    global _interrupt_reason
+    if not _fit_lock.locked():
+        return False  # no job in this process (Tune leaves its handler installed after a fit)
+    _interrupt_reason = _interrupt_reason or reason  # read before fit() starts, and after it returns
+    handler = signal.getsignal(signal.SIGUSR1)
+    if callable(handler) and "signal_interrupt_tune_run" in getattr(handler, "__qualname__", ""):
+        try:
+            handler(signal.SIGUSR1, None)
+        except ValueError:  # it also resets SIGINT, which only the main thread may do; the stop is set
+            pass
+    return True
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the job's lease (and heartbeat) every HEARTBEAT_INTERVAL_S. If the lease was taken
+    (the reaper judged this worker lost), the experiment is interrupted and nothing more written."""
+
+    def __init__(self, job_id: int, lease_owner: str):
+        super().__init__(name="tuning-lease", daemon=True)
+        self.job_id = job_id
+        self.lease_owner = lease_owner
+        self.lost = False
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.wait(settings.TUNIX_RT["HEARTBEAT_INTERVAL_S"]):
+                try:
+                    renewed = services.tuning_job_heartbeat(job_id=self.job_id, lease_owner=self.lease_owner)
+                except Exception:  # the database is unreachable: try again; the lease may survive it
+                    logger.exception("tuning job %s: could not renew the lease", self.job_id)
+                    continue
+                if not renewed:
+                    self.lost = True
+                    logger.error("tuning job %s: lease lost; interrupting this experiment", self.job_id)
+                    request_interrupt("lease lost")
+                    return
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+
+
 def tuning_job_run(*, job_id: int) -> TuningJob | None:
-    """Claim a queued job and run its experiment to the end. None if the job was not queued."""
+    """Claim a queued job and run (or resume) its experiment to the end. None if the job was not
+    queued, or was given back to the queue (worker shutting down, lease lost)."""
+    global _interrupt_reason
     if not _fit_lock.acquire(blocking=False):
         # The solo/concurrency-1 tuning worker never gets here; a misconfigured pool would crash Tune.
         raise RuntimeError("another experiment is running in this process; run the tuning queue with concurrency 1")
     try:
-        storage_path = services.tuning_storage_path()
-        name = f"job-{job_id}"
-        lease_owner = f"{socket.gethostname()}:{os.getpid()}"
+        # A resumed job continues its own experiment folder; a new one gets a unique folder, so a
+        # job id reused after a database reset never restores someone else's experiment.
+        previous = TuningJob.objects.filter(pk=job_id).values_list("experiment_path", flat=True).first()
+        if previous:
+            storage_path, name = os.path.split(previous)
+        else:
+            storage_path, name = services.tuning_storage_path(), f"job-{job_id}-{uuid.uuid4().hex[:8]}"
+        lease_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         if not services.tuning_job_begin(
             job_id=job_id, lease_owner=lease_owner, experiment_path=os.path.join(storage_path, name)
         ):
             logger.info("tuning job %s is not queued; not running it", job_id)
             return None
+        _interrupt_reason = ""
+        keeper = LeaseKeeper(job_id, lease_owner)
+        keeper.start()
         error = ""
         job = TuningJob.objects.get(pk=job_id)
-        recorder = TrialRecorder(job.pk, job.metric, job.mode, SCHEDULER_LABELS[job.scheduler])
-        stopper = JobStopper(job.pk)
         try:
             ensure_ray()
             check_resources(job, ray.cluster_resources())
-            build_tuner(job, storage_path=storage_path, name=name, recorder=recorder, stopper=stopper).fit()
+            tuner, restored = restore_or_build_tuner(job, storage_path=storage_path, name=name)
+            if restored:
+                logger.warning("tuning job %s: resuming its experiment from %s", job_id, job.experiment_path)
+            if not _interrupt_reason:  # a shutdown that came during ray.init: requeue at once
+                tuner.fit()
         except Exception as exc:
             logger.exception("tuning job %s: the experiment failed", job_id)
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            stopper.close()
-            recorder.close()  # every trial write applied before reconciling
+            keeper.stop()
+            close_callbacks(job_id)  # every trial write applied before reconciling
+        if keeper.lost:
+            return None  # another worker owns the job now: write nothing
+        if _interrupt_reason:
+            # Ray saved the experiment state: the next worker resumes it (no trial lost).
+            if services.tuning_job_requeue(job_id=job_id, lease_owner=lease_owner, reason=_interrupt_reason):
+                try:
+                    services.tuning_job_enqueue(job_id=job_id)
+                except Exception:  # the reaper re-sends queued jobs
+                    logger.exception("tuning job %s: could not re-send its task", job_id)
+            return None
         stop_reason = services.tuning_job_should_stop(job_id=job_id)
         return services.tuning_job_finalize(
             job_id=job_id, stop_reason="" if stop_reason == "cancelled" else stop_reason, error=error

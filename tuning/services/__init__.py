@@ -14,9 +14,12 @@ from .experiment import (
     trial_result_record,
     trial_run_claim,
     trial_start,
+    trials_reset_for_rerun,
     tuning_job_begin,
     tuning_job_best_update,
     tuning_job_finalize,
+    tuning_job_heartbeat,
+    tuning_job_requeue,
     tuning_job_should_stop,
     tuning_storage_path,
 )
@@ -27,12 +30,16 @@ from .jobs import (
     MAX_NAME_LENGTH,
     MAX_SEED,
     MAX_TIME_BUDGET_S,
+    MAX_TRIAL_RETRIES,
     tuning_job_cancel,
     tuning_job_clone,
     tuning_job_create,
+    tuning_job_enqueue,
+    tuning_job_resume,
     tuning_job_start,
     tuning_job_validate,
 )
+from .reaper import stale_work_reap
 
 __all__ = [
     "ERROR_MESSAGE_CHARS",
@@ -42,6 +49,13 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "MAX_SEED",
     "MAX_TIME_BUDGET_S",
+    "MAX_TRIAL_RETRIES",
+    "stale_work_reap",
+    "trials_reset_for_rerun",
+    "tuning_job_enqueue",
+    "tuning_job_heartbeat",
+    "tuning_job_requeue",
+    "tuning_job_resume",
     "trial_complete",
     "trial_fail",
     "trial_register",

@@ -3,12 +3,15 @@ Every write is idempotent or guarded by the current state, so replays change not
 
 from __future__ import annotations
 
+import logging
 import math
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from runs import services as run_services
@@ -17,22 +20,78 @@ from runs.models import Run
 from ..models import Trial, TuningJob
 from .jobs import MAX_NAME_LENGTH
 
+logger = logging.getLogger(__name__)
+
 ERROR_MESSAGE_CHARS = 10_000
+# How the reaper's failure message starts when it gives a job up (see trials_reset_for_rerun).
+WORKER_LOST = "Worker lost"
+
+
+def _lease_until():
+    return timezone.now() + timedelta(seconds=settings.TUNIX_RT["STALE_AFTER_S"])
 
 
 def tuning_job_begin(*, job_id: int, lease_owner: str, experiment_path: str) -> bool:
-    """Claim a queued job for this worker. False if it is not queued (cancelled, or claimed by
-    another delivery of the same task): one experiment per job."""
+    """Claim a queued job for this worker with a lease. False if it is not queued (cancelled, or
+    claimed by another delivery of the same task): one experiment per job."""
     now = timezone.now()
     return bool(
         TuningJob.objects.filter(pk=job_id, status=TuningJob.Status.QUEUED).update(
             status=TuningJob.Status.RUNNING,
-            started_at=now,
+            started_at=Coalesce(F("started_at"), Value(now)),
             heartbeat_at=now,
             lease_owner=lease_owner[:200],
+            lease_expires_at=_lease_until(),
+            attempts=F("attempts") + 1,
             experiment_path=experiment_path[:500],
         )
     )
+
+
+def tuning_job_heartbeat(*, job_id: int, lease_owner: str) -> bool:
+    """Renew this worker's lease on a running job. False if the lease is no longer ours."""
+    return bool(
+        TuningJob.objects.filter(pk=job_id, status=TuningJob.Status.RUNNING, lease_owner=lease_owner).update(
+            heartbeat_at=timezone.now(), lease_expires_at=_lease_until()
+        )
+    )
+
+
+def tuning_job_requeue(*, job_id: int, lease_owner: str, reason: str, expired_before: datetime | None = None) -> bool:
+    """Give a running job back to the queue (worker shutting down, or its worker was lost); the
+    next worker resumes its experiment. Only the lease holder (or the reaper, passing the expired
+    holder) can; False otherwise."""
+    jobs = TuningJob.objects.filter(pk=job_id, status=TuningJob.Status.RUNNING, lease_owner=lease_owner)
+    if expired_before is not None:
+        jobs = jobs.filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=expired_before))
+    requeued = jobs.update(
+        status=TuningJob.Status.QUEUED,
+        queued_at=timezone.now(),
+        lease_owner="",
+        lease_expires_at=None,
+        error_message=f"Requeued: {reason}"[:ERROR_MESSAGE_CHARS],
+    )
+    if requeued:
+        logger.warning("tuning job %s requeued: %s", job_id, reason)
+    return bool(requeued)
+
+
+def trials_reset_for_rerun(*, job_id: int) -> int:
+    """Failed (and worker-lost) trials of a job back to `pending` with their runs `queued`, so a
+    resumed experiment (which restarts errored and unfinished trials) executes them again."""
+    # Also the trials that were running when the reaper gave the job up: Ray's state still has
+    # them unfinished, so the restored experiment runs them again.
+    rerun = Q(status=Trial.Status.FAILED) | Q(
+        status=Trial.Status.CANCELLED, error_message__startswith=f"Experiment ended: {WORKER_LOST}"
+    )
+    failed = list(Trial.objects.filter(rerun, job_id=job_id).values_list("pk", "run_id"))
+    for _pk, run_id in failed:
+        if run_id:
+            run_services.run_reset(run_id=run_id)
+    Trial.objects.filter(pk__in=[pk for pk, _ in failed]).update(
+        status=Trial.Status.PENDING, error_message="", finished_at=None, started_at=None
+    )
+    return len(failed)
 
 
 def tuning_job_should_stop(*, job_id: int) -> str:
@@ -89,6 +148,10 @@ def trial_run_claim(*, job_id: int, ray_trial_id: str, sampled: dict[str, Any]) 
         trial = trial_register(job_id=job_id, ray_trial_id=ray_trial_id, hyperparameters=sampled)
         trial = Trial.objects.select_for_update().get(pk=trial.pk)
         if trial.run_id is not None:
+            # Ray runs this trial again (a retry after a failure, or a resumed experiment): its
+            # run executes again from the start unless it already succeeded or the job is cancelled.
+            if not trial.is_terminal and not job.cancel_requested:
+                run_services.run_reset(run_id=trial.run_id)
             return trial.run_id
         run = run_services.run_create(
             owner=job.owner,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 from typing import Any
 
@@ -15,8 +16,10 @@ from runs.trainers.registry import get_trainer
 from tunix_rt.exceptions import InvalidTransition, ServiceUnavailable, ValidationError
 
 from ..limits import active_job_limit_check
-from ..models import TuningJob
+from ..models import Trial, TuningJob
 from ..search_space import limit, total_trials, validate_search_space
+
+logger = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 200
 MAX_CONCURRENT_TRIALS = 64
@@ -24,6 +27,7 @@ MAX_TIME_BUDGET_S = 7 * 24 * 3600
 MAX_CPUS_PER_TRIAL = 256
 MAX_GPUS_PER_TRIAL = 16
 MAX_SEED = 2**31 - 1
+MAX_TRIAL_RETRIES = 10
 
 
 def _int_field(errors: dict, field: str, value: Any, *, low: int, high: int, optional: bool = False) -> int | None:
@@ -67,6 +71,7 @@ def tuning_job_validate(
     gpus_per_trial: Any = 0.0,
     seed: Any = None,
     max_failed_trials: Any = None,
+    max_trial_retries: Any = 0,
 ) -> dict[str, Any]:
     """The complete, normalised configuration of a job, or ValidationError naming every bad field."""
     errors: dict[str, Any] = {}
@@ -83,6 +88,7 @@ def tuning_job_validate(
     max_failed_trials = _int_field(
         errors, "max_failed_trials", max_failed_trials, low=0, high=limit("MAX_TRIALS"), optional=True
     )
+    max_trial_retries = _int_field(errors, "max_trial_retries", max_trial_retries, low=0, high=MAX_TRIAL_RETRIES)
     cpus_per_trial = _float_field(
         errors, "cpus_per_trial", cpus_per_trial, low=0, high=MAX_CPUS_PER_TRIAL, low_open=True
     )
@@ -162,6 +168,7 @@ def tuning_job_validate(
         "gpus_per_trial": gpus_per_trial,
         "seed": seed,
         "max_failed_trials": max_failed_trials,
+        "max_trial_retries": max_trial_retries,
     }
 
 
@@ -206,6 +213,7 @@ def tuning_job_create(
     gpus_per_trial: float = 0.0,
     seed: int | None = None,
     max_failed_trials: int | None = None,
+    max_trial_retries: int = 0,
 ) -> TuningJob:
     """Validate and store a job in status `created` (nothing is stored on error)."""
     values = tuning_job_validate(
@@ -226,6 +234,7 @@ def tuning_job_create(
         gpus_per_trial=gpus_per_trial,
         seed=seed,
         max_failed_trials=max_failed_trials,
+        max_trial_retries=max_trial_retries,
     )
     return TuningJob.objects.create(owner=owner, **values)
 
@@ -249,8 +258,6 @@ def tuning_job_start(*, job: TuningJob) -> TuningJob:
     if job.status != TuningJob.Status.CREATED:
         raise InvalidTransition(_not_startable(job.status))
     _check_can_run_experiments()
-    from ..tasks import run_tuning_job_task
-
     with transaction.atomic():
         active_job_limit_check(owner_id=job.owner_id)
         queued = TuningJob.objects.filter(pk=job.pk, status=TuningJob.Status.CREATED).update(
@@ -259,7 +266,65 @@ def tuning_job_start(*, job: TuningJob) -> TuningJob:
         if not queued:
             job.refresh_from_db(fields=["status"])
             raise InvalidTransition(_not_startable(job.status))
-        transaction.on_commit(lambda: run_tuning_job_task.delay(job.pk))
+        transaction.on_commit(lambda: _enqueue_or_revert(job.pk, revert_to=TuningJob.Status.CREATED))
+    job.refresh_from_db()
+    return job
+
+
+def _enqueue_or_revert(job_id: int, *, revert_to: str) -> None:
+    """Publish the job's task; if the broker fails after the reachability check, put the job back
+    where it was (still startable) and say so with a 503."""
+    from ..tasks import run_tuning_job_task
+
+    try:
+        run_tuning_job_task.delay(job_id)  # Celery retries a failing publish 3 times within ~1 s
+    except Exception as exc:  # kombu raises several types; any means nothing was enqueued
+        TuningJob.objects.filter(pk=job_id, status=TuningJob.Status.QUEUED).update(status=revert_to, queued_at=None)
+        raise ServiceUnavailable(f"the task broker failed while enqueueing ({exc}); nothing was started.") from None
+
+
+def _enqueue_quietly(job_id: int) -> None:
+    try:
+        tuning_job_enqueue(job_id=job_id)
+    except Exception:
+        logger.warning("tuning job %s: could not publish its task; the reaper will re-send it", job_id, exc_info=True)
+
+
+def tuning_job_enqueue(*, job_id: int) -> None:
+    """(Re-)send a queued job's task; a duplicate message is harmless (the lease admits one)."""
+    from ..tasks import run_tuning_job_task
+
+    run_tuning_job_task.delay(job_id)
+
+
+RESUMABLE_STATUSES = (TuningJob.Status.FAILED, TuningJob.Status.CANCELLED)
+
+
+def tuning_job_resume(*, job: TuningJob) -> TuningJob:
+    """Send a failed or cancelled job back to the queue: the worker continues its experiment from
+    Ray's saved state, reruns its failed trials (their runs reset) and keeps every finished one."""
+    if job.status not in RESUMABLE_STATUSES:
+        raise InvalidTransition(f"the job is {job.status}; only a failed or cancelled job can be resumed")
+    if not job.experiment_path:
+        raise InvalidTransition("the job never started an experiment; clone it to run it")
+    _check_can_run_experiments()
+    from .experiment import trials_reset_for_rerun
+
+    with transaction.atomic():
+        queued = TuningJob.objects.filter(pk=job.pk, status__in=RESUMABLE_STATUSES).update(
+            status=TuningJob.Status.QUEUED,
+            queued_at=timezone.now(),
+            cancel_requested=False,
+            error_message="",
+            finished_at=None,
+            attempts=0,
+        )
+        if not queued:
+            job.refresh_from_db(fields=["status"])
+            raise InvalidTransition(f"the job is {job.status}; only a failed or cancelled job can be resumed")
+        trials_reset_for_rerun(job_id=job.pk)
+        # If this publish fails after the check, the job stays queued and the reaper re-sends it.
+        transaction.on_commit(lambda: _enqueue_quietly(job.pk))
     job.refresh_from_db()
     return job
 
@@ -280,6 +345,9 @@ def tuning_job_cancel(*, job: TuningJob) -> TuningJob:
             finished_at=now,
             error_message="Cancelled before it started.",
         )
+        if done:
+            # A job requeued after a lost or stopped worker already has trials: end the unfinished.
+            _trials_cancel_unfinished(job.pk, now)
         if not done:
             done = TuningJob.objects.filter(pk=job.pk, status=TuningJob.Status.RUNNING).update(cancel_requested=True)
             # The run pipeline polls this flag and stops (and kills) its trainer within ~1 s.
@@ -288,6 +356,15 @@ def tuning_job_cancel(*, job: TuningJob) -> TuningJob:
     if not done:
         raise InvalidTransition(f"the job is already {job.status} and cannot be cancelled")
     return job
+
+
+def _trials_cancel_unfinished(job_id: int, now) -> None:
+    message = "Cancelled with the job."
+    unfinished = Trial.objects.filter(job_id=job_id).exclude(status__in=Trial.TERMINAL_STATUSES)
+    Run.objects.filter(trial__in=unfinished, status__in=Run.ACTIVE_STATUSES).update(
+        status=Run.Status.CANCELLED, error_message=message, cancel_requested=True, finished_at=now
+    )
+    unfinished.update(status=Trial.Status.CANCELLED, error_message=message, finished_at=now)
 
 
 def tuning_job_clone(*, job: TuningJob, owner) -> TuningJob:
@@ -311,4 +388,5 @@ def tuning_job_clone(*, job: TuningJob, owner) -> TuningJob:
         gpus_per_trial=job.gpus_per_trial,
         seed=job.seed,
         max_failed_trials=job.max_failed_trials,
+        max_trial_retries=job.max_trial_retries,
     )
