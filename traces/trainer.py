@@ -7,6 +7,7 @@ validate hyperparameters. The training code lives in `traces.tunix_sft`, importe
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 from runs.trainers.base import EvaluationResult, HyperParameter, RunContext, Trainer
@@ -15,7 +16,20 @@ INSTALL_HINT = (
     "the tunix-sft trainer needs Google Tunix and JAX: install them with "
     "`.venv/bin/pip install -r requirements-tunix.txt` (scripts/run and scripts/test do)"
 )
-PRETRAINED_CONFIGS = ("", "qwen3_0p6b", "qwen3_1p7b", "qwen3_4b", "qwen3_8b")
+# "tunix-rt": a checkpoint saved by a Tunix RT run (model.npz + model_config.json, byte-level
+# tokenizer); the others are Tunix's Qwen3 configs for Hugging Face safetensors checkpoints.
+PRETRAINED_CONFIGS = ("", "tunix-rt", "qwen3_0p6b", "qwen3_1p7b", "qwen3_4b", "qwen3_8b")
+
+
+def pretrained_folder(name: str) -> Path:
+    """The checkpoint folder `pretrained_path` names, which must lie inside TUNIX_RT_MODELS_DIR."""
+    from django.conf import settings
+
+    root = settings.TUNIX_RT["MODELS_DIR"]
+    folder = (root / name).resolve()
+    if not folder.is_relative_to(root) or folder == root:
+        raise ValueError(f"must name a folder inside the models directory {root} (TUNIX_RT_MODELS_DIR)")
+    return folder
 
 
 class TunixSFTTrainer(Trainer):
@@ -101,6 +115,11 @@ class TunixSFTTrainer(Trainer):
             errors["num_kv_heads"] = ["must divide num_heads"]
         if values["pretrained_path"] and not values["pretrained_config"]:
             errors["pretrained_config"] = ["required with pretrained_path"]
+        if values["pretrained_path"]:
+            try:
+                pretrained_folder(values["pretrained_path"])
+            except ValueError as exc:
+                errors["pretrained_path"] = [str(exc)]
         if values["lora_rank"] and not values["pretrained_path"]:
             errors["lora_rank"] = ["LoRA applies to pretrained weights: set pretrained_path, or 0 for a full fine-tune"]
         if errors:

@@ -27,6 +27,7 @@ from tunix.sft import utils as sft_utils
 from runs.trainers.base import EvaluationResult, RunContext
 from traces.parsing import extract_answer, render_completion
 from traces.services import trace_dataset_resolve
+from traces.trainer import pretrained_folder
 
 EVAL_BATCH = 50
 MAX_DETAILS = 200
@@ -298,12 +299,36 @@ class _ReportHook(hooks_lib.TrainingHooks):
         self.ctx.report(step, metrics)
 
 
+def _hf_checkpoint(hp: dict) -> bool:
+    return bool(hp["pretrained_path"]) and hp["pretrained_config"] != "tunix-rt"
+
+
+def _load_tunix_rt_checkpoint(folder: Path):
+    """A model saved by a Tunix RT run (`_save`): rebuild it from its config, then load its weights."""
+    if not (folder / "model.npz").is_file() or not (folder / "model_config.json").is_file():
+        raise FileNotFoundError(f"{folder} holds no Tunix RT checkpoint (model.npz and model_config.json)")
+    saved = json.loads((folder / "model_config.json").read_text())
+    fields = {f.name for f in dataclasses.fields(qwen3_lib.ModelConfig)}
+    config = qwen3_lib.ModelConfig(**{k: v for k, v in saved["config"].items() if k in fields})
+    model = qwen3_lib.Qwen3(config, rngs=nnx.Rngs(params=0))
+    arrays = np.load(folder / "model.npz")
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    for path, variable in flat:
+        variable.value = jax.numpy.asarray(arrays[".".join(str(k) for k in path)])
+    nnx.update(model, nnx.from_flat_state(flat))
+    return model, config
+
+
 def _build_model(hp: dict, vocab_size: int):
     if hp["pretrained_path"]:
-        from tunix.models.qwen3 import params as qwen3_params
+        folder = pretrained_folder(hp["pretrained_path"])
+        if hp["pretrained_config"] == "tunix-rt":
+            model, config = _load_tunix_rt_checkpoint(folder)
+        else:
+            from tunix.models.qwen3 import params as qwen3_params
 
-        config = getattr(qwen3_lib.ModelConfig, hp["pretrained_config"])()
-        model = qwen3_params.create_model_from_safe_tensors(hp["pretrained_path"], config)
+            config = getattr(qwen3_lib.ModelConfig, hp["pretrained_config"])()
+            model = qwen3_params.create_model_from_safe_tensors(str(folder), config)
         if hp["lora_rank"]:
             import qwix
 
@@ -351,7 +376,7 @@ def train(ctx: RunContext) -> TrainedModel:
     started = time.monotonic()
     hp = ctx.hyperparameters
     dataset = trace_dataset_resolve(reference=ctx.dataset)
-    tokenizer = _HFTokenizer(hp["pretrained_path"]) if hp["pretrained_path"] else ByteTokenizer()
+    tokenizer = _HFTokenizer(str(pretrained_folder(hp["pretrained_path"]))) if _hf_checkpoint(hp) else ByteTokenizer()
     train_items, eval_items = dataset.train_items, dataset.eval_items[: hp["eval_items"]]
 
     longest = max(_example_length(tokenizer, item) for item in train_items + eval_items)
@@ -416,7 +441,7 @@ def _save(ctx: RunContext, model, config, hp: dict) -> None:
             for f in dataclasses.fields(config)
             if isinstance(getattr(config, f.name), (int, float, str, bool, type(None)))
         },
-        "tokenizer": "pretrained" if hp["pretrained_path"] else "byte-level (PAD=0, BOS=1, EOS=2, byte+3)",
+        "tokenizer": "pretrained" if _hf_checkpoint(hp) else "byte-level (PAD=0, BOS=1, EOS=2, byte+3)",
         "hyperparameters": hp,
     }
     (ctx.output_dir / "model_config.json").write_text(json.dumps(description, indent=2, default=str))

@@ -229,6 +229,9 @@ TUNIX_RT = {
     "METRIC_MAX_POINTS": _bounded_int("TUNIX_RT_METRIC_MAX_POINTS", 100_000, 1, 10_000_000),
     "COMMAND_TIMEOUT_MAX_S": _bounded_int("TUNIX_RT_COMMAND_TIMEOUT_MAX_S", 24 * 3600, 1, 30 * 86400),
     "MAX_PAGE_SIZE": 200,
+    # Pretrained checkpoints a run may start from: `pretrained_path` names a folder inside it, so a
+    # run can read neither arbitrary server paths nor other users' run outputs.
+    "MODELS_DIR": Path(env.str("TUNIX_RT_MODELS_DIR", default=str(DATA_DIR / "models"))).resolve(),
     # Jobs (queued or running) one user may have at once; starting one more answers 429.
     "MAX_ACTIVE_JOBS_PER_USER": _bounded_int("TUNIX_RT_MAX_ACTIVE_JOBS_PER_USER", 5, 1, 10_000),
     # Stand-alone runs (not trials; queued or running) one user may have at once; more answers 429.

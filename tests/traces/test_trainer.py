@@ -70,3 +70,49 @@ def test_without_tunix_installed_a_run_fails_saying_what_to_install(user, monkey
 
     assert run.status == Run.Status.FAILED
     assert "requirements-tunix.txt" in run.error_message
+
+
+@pytest.mark.django_db
+def test_lora_fine_tunes_a_checkpoint_saved_by_an_earlier_run(user, settings, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    settings.TUNIX_RT = {**settings.TUNIX_RT, "MODELS_DIR": tmp_path}
+    short = {"max_steps": 40, "eval_interval": 20, "eval_items": 10, "learning_rate": 3e-3}
+    base = _run(user, **short)
+    assert base.status == Run.Status.SUCCEEDED, base.error_message
+    shutil.copytree(base.output_dir, tmp_path / "tiny-addition")
+
+    tuned = _run(user, pretrained_path="tiny-addition", pretrained_config="tunix-rt", lora_rank=4, **short)
+
+    assert tuned.status == Run.Status.SUCCEEDED, tuned.error_message
+    assert tuned.log_lines.filter(text__contains="LoRA rank 4").exists()
+    base_weights = np.load(Path(base.output_dir) / "model.npz")
+    tuned_weights = np.load(Path(tuned.output_dir) / "model.npz")
+    adapters = [k for k in tuned_weights.files if "lora" in k]
+    assert adapters and set(base_weights.files) < set(tuned_weights.files)
+    for name in base_weights.files:  # LoRA trains the adapters only: the checkpoint stays frozen
+        np.testing.assert_array_equal(base_weights[name], tuned_weights[name])
+    assert any(np.abs(tuned_weights[k]).max() > 0 for k in adapters if k.endswith("lora_b"))  # starts at zero
+    # It starts from the trained checkpoint, not from scratch: its first eval loss beats the base run's first.
+    first = tuned.metric_points.order_by("step").first().values["eval_loss"]
+    assert first < base.metric_points.order_by("step").first().values["eval_loss"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["../../etc", "/etc", "."])
+def test_pretrained_path_outside_the_models_directory_is_refused(api_client, path):
+    response = api_client.post(
+        "/api/runs/",
+        {
+            "trainer": "tunix-sft",
+            "dataset": "addition@1",
+            "hyperparameters": {"pretrained_path": path, "pretrained_config": "tunix-rt"},
+        },
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert "pretrained_path" in response.json()["hyperparameters"]
+    assert Run.objects.count() == 0
