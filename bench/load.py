@@ -1,7 +1,8 @@
 """Load test: 50 users for a minute on a local server while tuning jobs run (issue 5).
 
 Starts, on loopback only, a throw-away installation: a SQLite database and data folder under a
-temporary folder, `manage.py runserver` (threaded, DEBUG=False, static files collected) and one
+temporary folder, gunicorn (3 processes x 4 threads, as in production; `--server runserver` for Django's threaded
+development server; DEBUG=False, static files collected) and one
 Celery tuning worker (solo pool, embedded Ray). One "background" job starts first and runs during
 the whole test. Then USERS virtual users, each a thread with its own token and session, mix for
 DURATION seconds:
@@ -288,6 +289,7 @@ def main() -> int:
     parser.add_argument("--think", default="0.5,1.5", help="pause between a user's requests: min,max seconds")
     parser.add_argument("--wait", type=float, default=300.0, help="at most this long for jobs to end")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, database)")
+    parser.add_argument("--server", choices=("gunicorn", "runserver"), default="gunicorn")
     args = parser.parse_args()
     if not (1 <= args.users <= 500 and 1 <= args.duration <= 600 and 0 <= args.wait <= 600):
         raise SystemExit("bounds: 1-500 users, 1-600 s of load, at most 600 s of waiting")
@@ -341,7 +343,13 @@ def main() -> int:
                 "INFO",
             ],
         )
-        stack.start("server", ["manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"])
+        if args.server == "gunicorn":
+            # The production server (docs/operations.md): processes use both cores; runserver is one.
+            server = ["-m", "gunicorn", "tunix_rt.wsgi:application", "-b", f"127.0.0.1:{port}"]
+            # Keep-alive outlasts the users' think time: else a reused connection races its close.
+            stack.start("server", [*server, "--workers", "3", "--threads", "4", "--worker-class", "gthread", "--keep-alive", "30"])
+        else:
+            stack.start("server", ["manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"])
         _wait_http(f"{base}/health/", 60)
         print(f"setup {time.monotonic() - t0:.1f}s; server {base}; data {folder}", flush=True)
 
