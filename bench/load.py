@@ -347,7 +347,10 @@ def main() -> int:
             # The production server (docs/operations.md): processes use both cores; runserver is one.
             server = ["-m", "gunicorn", "tunix_rt.wsgi:application", "-b", f"127.0.0.1:{port}"]
             # Keep-alive outlasts the users' think time: else a reused connection races its close.
-            stack.start("server", [*server, "--workers", "3", "--threads", "4", "--worker-class", "gthread", "--keep-alive", "30"])
+            stack.start(
+                "server",
+                [*server, "--workers", "3", "--threads", "4", "--worker-class", "gthread", "--keep-alive", "30"],
+            )
         else:
             stack.start("server", ["manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"])
         _wait_http(f"{base}/health/", 60)

@@ -51,9 +51,7 @@ def run_create(
     with transaction.atomic():
         if enqueue:
             _check_active_run_limit(owner=owner)
-        run = Run.objects.create(
-            owner=owner, name=name, trainer=trainer, dataset=dataset, hyperparameters=values
-        )
+        run = Run.objects.create(owner=owner, name=name, trainer=trainer, dataset=dataset, hyperparameters=values)
         output_dir = run_output_dir(run.pk)
         # A folder already there belongs to a run that no longer exists (a database reset, or
         # SQLite reusing the ids of rolled-back rows): never mix its files into this run.
@@ -192,7 +190,11 @@ def run_finish(*, run_id: int, result: EvaluationResult) -> Run:
         if run.status != Run.Status.RUNNING:
             raise InvalidTransition(f"run {run_id} is {run.status}, not running")
         Evaluation.objects.create(
-            run=run, metrics=result.metrics, primary_metric=result.primary_metric, primary_score=score, details=result.details
+            run=run,
+            metrics=result.metrics,
+            primary_metric=result.primary_metric,
+            primary_score=score,
+            details=result.details,
         )
         run.status = Run.Status.SUCCEEDED
         run.finished_at = timezone.now()
@@ -206,7 +208,10 @@ def run_end(*, run_id: int, status: str, message: str = "", traceback: str = "")
         raise ValueError(status)
     return bool(
         Run.objects.filter(pk=run_id, status__in=Run.ACTIVE_STATUSES).update(
-            status=status, error_message=message[:10_000], error_traceback=traceback[-20_000:], finished_at=timezone.now()
+            status=status,
+            error_message=message[:10_000],
+            error_traceback=traceback[-20_000:],
+            finished_at=timezone.now(),
         )
     )
 

@@ -337,7 +337,9 @@ def _build_model(hp: dict, vocab_size: int):
                 rank=hp["lora_rank"],
                 alpha=hp["lora_alpha"],
             )
-            model = qwix.apply_lora_to_model(model, provider, **model.get_model_input())
+            model = qwix.apply_lora_to_model(
+                model, provider, rngs=nnx.Rngs(params=hp["seed"]), **model.get_model_input()
+            )
         return model, config
     config = qwen3_lib.ModelConfig(
         num_layers=hp["num_layers"],

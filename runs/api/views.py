@@ -191,7 +191,9 @@ class TrainerViewSet(viewsets.ViewSet):
     serializer_class = TrainerSerializer
 
     def list(self, request):
-        return Response(TrainerSerializer([trainer.describe(request.user) for trainer in all_trainers()], many=True).data)
+        return Response(
+            TrainerSerializer([trainer.describe(request.user) for trainer in all_trainers()], many=True).data
+        )
 
     def retrieve(self, request, name=None):
         try:

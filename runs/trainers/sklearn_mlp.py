@@ -105,9 +105,7 @@ class DigitsMLPTrainer(Trainer):
             random_state=hp["seed"],
             solver="adam",
         )
-        ctx.log(
-            f"training on {ctx.dataset}: {len(splits.y_train)} train, {len(splits.y_val)} validation examples"
-        )
+        ctx.log(f"training on {ctx.dataset}: {len(splits.y_train)} train, {len(splits.y_val)} validation examples")
         for epoch in range(1, hp["epochs"] + 1):
             model.partial_fit(splits.x_train, splits.y_train, classes=splits.classes)
             proba = model.predict_proba(splits.x_val)
@@ -116,7 +114,9 @@ class DigitsMLPTrainer(Trainer):
             train_loss = float(model.loss_)
             if not np.isfinite(train_loss):
                 raise FloatingPointError(f"training diverged at epoch {epoch} (loss {train_loss})")
-            ctx.log(f"epoch {epoch}: train_loss={train_loss:.4f} val_loss={val_loss:.4f} val_accuracy={val_accuracy:.4f}")
+            ctx.log(
+                f"epoch {epoch}: train_loss={train_loss:.4f} val_loss={val_loss:.4f} val_accuracy={val_accuracy:.4f}"
+            )
             ctx.report(epoch, {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy})
             if hp["epoch_delay_s"]:
                 time.sleep(hp["epoch_delay_s"])

@@ -10,7 +10,9 @@ from tests.conftest import wait_for
 
 @pytest.mark.django_db
 def test_reference_trainer_run_succeeds_with_metrics_logs_and_evaluation(user):
-    run = services.run_create(owner=user, trainer="sklearn-mlp", dataset="digits", hyperparameters={"epochs": 5}, enqueue=False)
+    run = services.run_create(
+        owner=user, trainer="sklearn-mlp", dataset="digits", hyperparameters={"epochs": 5}, enqueue=False
+    )
 
     run = execute_run(run.pk)
 
@@ -26,7 +28,11 @@ def test_learning_rate_changes_the_result(user):
     scores = []
     for lr in (1e-5, 1e-2):
         run = services.run_create(
-            owner=user, trainer="sklearn-mlp", dataset="digits", hyperparameters={"learning_rate": lr, "epochs": 5}, enqueue=False
+            owner=user,
+            trainer="sklearn-mlp",
+            dataset="digits",
+            hyperparameters={"learning_rate": lr, "epochs": 5},
+            enqueue=False,
         )
         scores.append(execute_run(run.pk).evaluation.primary_score)
     assert scores[1] - scores[0] > 0.2

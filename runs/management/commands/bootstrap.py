@@ -26,5 +26,7 @@ class Command(BaseCommand):
             call_command("seed_demo", owner=admin.get_username(), stdout=self.stdout)
         if password_file.exists():
             self.stdout.write(
-                self.style.SUCCESS(f"Log in as 'admin' with the password in {password_file}: {password_file.read_text().strip()}")
+                self.style.SUCCESS(
+                    f"Log in as 'admin' with the password in {password_file}: {password_file.read_text().strip()}"
+                )
             )
