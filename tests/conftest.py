@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
@@ -60,9 +61,22 @@ class WorkerProcess:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "tunix_rt", "worker",
-                "-Q", self.queues, "--pool=solo", "--concurrency=1", "-n", f"{self.name}@%h",
-                "--without-mingle", "--without-gossip", "-l", "INFO",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tunix_rt",
+                "worker",
+                "-Q",
+                self.queues,
+                "--pool=solo",
+                "--concurrency=1",
+                "-n",
+                f"{self.name}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                "-l",
+                "INFO",
             ],
             cwd=ROOT,
             env=subprocess_env(**self.extra_env),
@@ -141,3 +155,18 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.2, message: str
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {message}")
+
+
+def assert_processes_gone(pids: list[int], timeout: float = 5) -> None:
+    """Every pid has ended (a zombie counts as ended: its parent may be gone), within `timeout`."""
+
+    def gone(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not all(gone(pid) for pid in pids):
+        time.sleep(0.1)
+    assert [pid for pid in pids if not gone(pid)] == []

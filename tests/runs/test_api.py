@@ -337,3 +337,13 @@ def test_docs_page_serves_swagger_ui_from_local_static_files(client):
     assert "cdn" not in html.lower() and "https://" not in html
     assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
     assert client.get(reverse("schema")).status_code == 200
+
+
+@pytest.mark.django_db
+def test_browsable_api_pages_render(client, user):
+    client.force_login(user)
+    run = RunFactory(owner=user)
+    for url in ("/api/", "/api/runs/", f"/api/runs/{run.pk}/", f"/api/runs/{run.pk}/logs/", "/api/trainers/quadratic/"):
+        response = client.get(url, HTTP_ACCEPT="text/html")
+        assert response.status_code == 200, url
+        assert response["Content-Type"].startswith("text/html")

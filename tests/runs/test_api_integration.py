@@ -6,9 +6,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from runs.services import run_output_dir
-from tests.conftest import wait_for
+from tests.conftest import assert_processes_gone, wait_for
 from tests.factories import UserFactory
-from tests.runs.test_command_trainer import assert_all_gone
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -94,4 +93,4 @@ def test_command_run_cancelled_through_the_api_leaves_no_process_behind(client):
 
     run = wait_for_status(client, url, {"succeeded", "failed", "cancelled"}, timeout=15)
     assert run["status"] == "cancelled"
-    assert_all_gone([int(pid) for pid in pids])
+    assert_processes_gone([int(pid) for pid in pids])

@@ -8,7 +8,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from django.db import connection
 
@@ -17,7 +16,7 @@ from runs.execution import execute_run
 from runs.models import LogLine, Run
 from runs.trainers.command import CommandTrainerConfigError, parse_command_trainers
 from runs.trainers.registry import get_trainer, reset_registry
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, assert_processes_gone, wait_for
 
 QUADRATIC = ROOT / "examples" / "trainers" / "quadratic.py"
 
@@ -70,19 +69,6 @@ def helper_pids(run: Run, expected: int = 2, timeout: float = 10) -> list[int]:
         return pids if len(pids) >= expected else None
 
     return wait_for(read, timeout=timeout, message="the helper processes to start")
-
-
-def assert_all_gone(pids: list[int], timeout: float = 5) -> None:
-    def gone(pid: int) -> bool:
-        try:
-            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not all(gone(pid) for pid in pids):
-        time.sleep(0.1)
-    assert [pid for pid in pids if not gone(pid)] == []
 
 
 @pytest.mark.django_db
@@ -147,7 +133,7 @@ def test_timeout_fails_the_run_and_ends_the_whole_process_tree(user, trainers_fi
     assert time.monotonic() - started < 6
     pids = helper_pids(run)
     assert len(pids) == 2
-    assert_all_gone(pids)
+    assert_processes_gone(pids)
 
 
 @pytest.mark.django_db
@@ -179,7 +165,7 @@ def test_cancel_ends_the_run_cancelled_and_the_whole_process_tree(user):
 
     assert run.status == Run.Status.CANCELLED
     assert len(pids) == 2
-    assert_all_gone(pids)
+    assert_processes_gone(pids)
     assert run.metric_points.exists()
     assert (run.finished_at - run.started_at).total_seconds() < 15
 
@@ -189,7 +175,7 @@ def test_processes_left_running_after_a_successful_exit_are_ended(user):
     run = execute_run(run_quadratic(user, epochs=1, spawn="child").pk)
 
     assert run.status == Run.Status.SUCCEEDED, run.error_message
-    assert_all_gone(helper_pids(run))
+    assert_processes_gone(helper_pids(run))
 
 
 @pytest.mark.django_db
