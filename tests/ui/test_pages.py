@@ -279,3 +279,22 @@ def test_run_metric_curves_are_thinned_in_the_database(client_in, owner):
 
     x = json.loads(data)["loss"]["x"]
     assert 1_000 <= len(x) <= 2_001 and x[0] == 1 and x[-1] == 10_000
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("url", "factory", "per_page"),
+    [("/runs/", "run", "runs.views.RUNS_PER_PAGE"), ("/", "job", "tuning.views.JOBS_PER_PAGE")],
+)
+def test_lists_page_newer_and_older_keeping_the_filter(client_in, owner, url, factory, per_page):
+    from django.utils.module_loading import import_string
+
+    model_factory = {"run": RunFactory, "job": TuningJobFactory}[factory]
+    model_factory.create_batch(import_string(per_page) + 1, owner=owner, status="succeeded")
+
+    first = client_in.get(f"{url}?status=succeeded").content.decode()
+    second = client_in.get(f"{url}?status=succeeded&page=2").content.decode()
+
+    assert "Page 1 of 2" in first and "Older →" in first and "← Newer" not in first
+    assert "status=succeeded" in first[first.index("Page 1 of 2") :]
+    assert "Page 2 of 2" in second and "← Newer" in second
