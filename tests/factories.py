@@ -37,9 +37,7 @@ class TuningJobFactory(factory.django.DjangoModelFactory):
     dataset = "digits"
     metric = "val_accuracy"
     mode = TuningJob.Mode.MAX
-    search_space = factory.LazyFunction(
-        lambda: {"learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-1}}
-    )
+    search_space = factory.LazyFunction(lambda: {"learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-1}})
     num_samples = 4
 
 

@@ -222,6 +222,7 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def job_resume(request: HttpRequest, pk: int) -> HttpResponse:
     """Resume a failed or cancelled job: rerun its failed trials, keep the finished ones."""
+
     def perform(job: TuningJob) -> HttpResponse:
         services.tuning_job_resume(job=job)
         messages.success(request, "Job resumed: failed trials run again; finished trials are kept.")

@@ -221,9 +221,7 @@ TUNIX_RT = {
     # Extra trainer plugins: dotted paths to Trainer classes or to callables returning trainers.
     "TRAINERS": env.list("TUNIX_RT_TRAINERS", default=[]),
     # Command trainers declared in a TOML file (docs/trainers.md).
-    "COMMAND_TRAINERS_FILE": env.str(
-        "TUNIX_RT_COMMAND_TRAINERS_FILE", default=str(BASE_DIR / "examples" / "trainers.toml")
-    ),
+    "COMMAND_TRAINERS_FILE": env.str("TUNIX_RT_COMMAND_TRAINERS_FILE", default=str(BASE_DIR / "trainers.toml")),
     "LOG_MAX_LINES": _bounded_int("TUNIX_RT_LOG_MAX_LINES", 5000, 100, 1_000_000),
     "LOG_MAX_LINE_CHARS": 2000,
     "METRIC_MAX_POINTS": _bounded_int("TUNIX_RT_METRIC_MAX_POINTS", 100_000, 1, 10_000_000),

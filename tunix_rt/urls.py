@@ -30,7 +30,7 @@ urlpatterns = [
     path("", include("tuning.urls")),
 ]
 
-handler400 = "tunix_rt.errors.bad_request"
-handler403 = "tunix_rt.errors.permission_denied"
-handler404 = "tunix_rt.errors.page_not_found"
-handler500 = "tunix_rt.errors.server_error"
+handler400 = "tunix_rt.error_pages.bad_request"
+handler403 = "tunix_rt.error_pages.permission_denied"
+handler404 = "tunix_rt.error_pages.page_not_found"
+handler500 = "tunix_rt.error_pages.server_error"

@@ -133,4 +133,3 @@ def space(spec: Any) -> str:
     if spec.get("q") is not None:
         text += f" q {hpvalue(spec['q'])}"
     return text
-

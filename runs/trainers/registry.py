@@ -13,9 +13,9 @@ from tunix_rt.exceptions import ValidationError
 from .base import Trainer
 
 BUILTIN_TRAINERS = (
-    "runs.trainers.sklearn_mlp.DigitsMLPTrainer",
+    "runs.trainers.sklearn_mlp.SklearnMLPTrainer",
     "runs.trainers.command.load_command_trainers",
-    "traces.trainer.load_trainers",
+    "runs.trainers.tunix.trainer.load_trainers",
 )
 
 

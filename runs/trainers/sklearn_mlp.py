@@ -60,7 +60,7 @@ def load_splits(dataset: str) -> _Splits:
     )
 
 
-class DigitsMLPTrainer(Trainer):
+class SklearnMLPTrainer(Trainer):
     name = "sklearn-mlp"
     title = "scikit-learn MLP classifier"
     description = (

@@ -38,7 +38,7 @@ def trainers_file(settings, tmp_path):
 
 def quadratic_toml(name: str = "quadratic", **options: str) -> str:
     """A trainer running the example script, with its hyperparameters, and options overridden."""
-    example = (ROOT / "examples" / "trainers.toml").read_text()
+    example = (ROOT / "trainers.toml").read_text()
     head, _, params = example.partition("[[trainers.quadratic.hyperparameters]]")
     params = "[[trainers.quadratic.hyperparameters]]" + params
     lines = [
@@ -232,7 +232,7 @@ def test_missing_executable_fails_the_run(user, trainers_file):
 
 
 def test_example_file_declares_the_quadratic_trainer():
-    (trainer,) = parse_command_trainers(ROOT / "examples" / "trainers.toml")
+    (trainer,) = parse_command_trainers(ROOT / "trainers.toml")
     assert trainer.name == "quadratic"
     assert trainer.argv == (sys.executable, str(QUADRATIC))
     assert {p.name for p in trainer.hyperparameters} >= {

@@ -116,8 +116,7 @@ def tuning_job_validate(
         datasets = trainer_obj.dataset_names(owner)
         if not isinstance(dataset, str) or dataset not in datasets:
             errors["dataset"] = [
-                f"unknown dataset {dataset!r} for trainer {trainer_obj.name!r}; "
-                f"choose one of {sorted(datasets)}"
+                f"unknown dataset {dataset!r} for trainer {trainer_obj.name!r}; choose one of {sorted(datasets)}"
             ]
         fixed = _fixed_validate(errors, trainer_obj, fixed_hyperparameters)
         try:

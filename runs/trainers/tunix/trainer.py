@@ -1,7 +1,7 @@
 """The `tunix-sft` trainer: supervised fine-tuning with Google Tunix on reasoning traces.
 
 This module stays light (no JAX, no Tunix): the web process imports it to list trainers and
-validate hyperparameters. The training code lives in `traces.tunix_sft`, imported by `train`.
+validate hyperparameters. The training code lives in `runs.trainers.tunix.sft`, imported by `train`.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ class TunixSFTTrainer(Trainer):
 def _backend():
     """The training module (imports JAX and Tunix), or a RuntimeError saying what to install."""
     try:
-        return importlib.import_module("traces.tunix_sft")
+        return importlib.import_module("runs.trainers.tunix.sft")
     except ImportError as exc:
         raise RuntimeError(f"{INSTALL_HINT} ({exc})") from None
 

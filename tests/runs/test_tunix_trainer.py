@@ -64,7 +64,7 @@ def test_same_seed_gives_the_same_result_and_the_last_step_is_always_reported(us
 
 @pytest.mark.django_db
 def test_without_tunix_installed_a_run_fails_saying_what_to_install(user, monkeypatch):
-    monkeypatch.setitem(sys.modules, "traces.tunix_sft", None)  # what `import` sees when JAX is missing
+    monkeypatch.setitem(sys.modules, "runs.trainers.tunix.sft", None)  # what `import` sees when JAX is missing
 
     run = _run(user)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from traces.demo import demo_job_ensure
+from tuning.demo import demo_job_ensure
 
 
 class Command(BaseCommand):
