@@ -161,7 +161,8 @@ def hyperparameter_charts(job: TuningJob) -> list[dict]:
         if numeric:
             pairs.sort(key=lambda p: p[0])
             chart["x"] = [float(v) for v, _ in pairs]
-            chart["xLog"] = kind in ("loguniform", "qloguniform") and all(v > 0 for v, _ in pairs)
+            log_scale = kind in ("loguniform", "qloguniform") or (isinstance(spec, dict) and spec.get("log") is True)
+            chart["xLog"] = log_scale and all(v > 0 for v, _ in pairs)
         else:
             labels = [str(v) for v in spec.get("values", [])] if isinstance(spec, dict) else []
             for v, _ in pairs:

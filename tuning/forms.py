@@ -46,6 +46,7 @@ class HyperParameterRow:
     high: str = ""
     step: str = ""
     values: str = ""
+    log: bool = False  # an integer range sampled on a log scale
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -135,6 +136,7 @@ class JobForm:
             param=param,
             mode=mode if mode in MODE_NAMES else "fixed",
             **{key: data.get(prefix + key, "").strip() for key in ("value", "low", "high", "step", "values")},
+            log=data.get(prefix + "log", "") == "on",
         )
 
     # Parsing: text → typed values. A parse error is reported on its field and nothing is created.
@@ -189,6 +191,8 @@ class JobForm:
         }
         if row.mode == "int" and row.step:
             spec["step"] = self._parse(param, row.step, as_type="int")
+        if row.mode == "int" and row.log:
+            spec["log"] = True
         return spec
 
     def service_arguments(self) -> dict[str, Any] | None:

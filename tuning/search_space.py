@@ -34,7 +34,7 @@ _KEYS = {
     "quniform": {"low", "high", "q"},
     "loguniform": {"low", "high", "q"},
     "qloguniform": {"low", "high", "q"},
-    "int": {"low", "high", "step"},
+    "int": {"low", "high", "step", "log"},
     "fixed": {"value"},
 }
 SEARCH_ALGORITHMS = ("random", "grid", "optuna")
@@ -144,7 +144,7 @@ def _parameter(spec: Any, param: HyperParameter, search_algorithm: str) -> dict[
             raise _Invalid("values must be distinct")
         return {"type": kind, "values": coerced}
     if kind == "int":
-        return _int_range(spec, param)
+        return _int_range(spec, param, search_algorithm)
     return _float_range(spec, kind, param)
 
 
@@ -184,7 +184,10 @@ def _is_multiple(value: float, quantum: float) -> bool:
 
 def _float_range(spec: dict, kind: str, param: HyperParameter) -> dict[str, Any]:
     if param.type != "float":
-        hint = "use type int" if param.type == "int" else "use type choice"
+        # A log-scale float rounded to an integer is a log-scale int: point there, not at a rounding.
+        hint = "use type choice"
+        if param.type == "int":
+            hint = 'use {"type": "int", "log": true}' if kind in ("loguniform", "qloguniform") else "use type int"
         raise _Invalid(f"{param.name} is of type {param.type}; {kind} samples floats ({hint})")
     low, high = _bounds(spec, param)
     log = kind in ("loguniform", "qloguniform")
@@ -205,7 +208,7 @@ def _float_range(spec: dict, kind: str, param: HyperParameter) -> dict[str, Any]
     return out
 
 
-def _int_range(spec: dict, param: HyperParameter) -> dict[str, Any]:
+def _int_range(spec: dict, param: HyperParameter, search_algorithm: str) -> dict[str, Any]:
     if param.type not in ("int", "float"):
         raise _Invalid(f"{param.name} is of type {param.type}; int samples integers (use type choice)")
     for key in ("low", "high"):
@@ -214,6 +217,11 @@ def _int_range(spec: dict, param: HyperParameter) -> dict[str, Any]:
             raise _Invalid(f"{key} must be an integer")
     low, high = (int(b) for b in _bounds(spec, param))
     out: dict[str, Any] = {"type": "int", "low": low, "high": high}
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise _Invalid(f"log must be true or false (got {log!r})")
+    if log and low < 1:
+        raise _Invalid(f"a log-scale int needs low >= 1 (got {low})")
     step = spec.get("step", 1)
     if isinstance(step, bool) or not isinstance(step, int) or step < 1:
         raise _Invalid("step must be a positive integer")
@@ -222,7 +230,12 @@ def _int_range(spec: dict, param: HyperParameter) -> dict[str, Any]:
             raise _Invalid(f"step must be at most high - low ({high - low})")
         if low % step or high % step:
             raise _Invalid(f"low and high must be multiples of step={step}")
+        # Optuna's IntDistribution refuses log=True with a step other than 1.
+        if log and search_algorithm == "optuna":
+            raise _Invalid("Optuna cannot sample a log-scale int with a step; drop step or use search_algorithm random")
         out["step"] = step
+    if log:
+        out["log"] = True  # absent when false, so spaces saved before log existed stay as they were
     return out
 
 

@@ -132,4 +132,6 @@ def space(spec: Any) -> str:
         text += f" step {hpvalue(spec['step'])}"
     if spec.get("q") is not None:
         text += f" q {hpvalue(spec['q'])}"
+    if spec.get("log") is True:
+        text += " log scale"
     return text

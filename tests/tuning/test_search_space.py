@@ -50,6 +50,30 @@ def test_grid_search_turns_choices_into_grids():
     assert total_trials(out, 3) == 6
 
 
+def test_log_scale_int_is_normalised_with_and_without_step():
+    space = {
+        "hidden_units": {"type": "int", "low": 4, "high": 256, "log": True},
+        "batch_size": {"type": "int", "low": 8, "high": 512, "step": 8, "log": True},
+        "epochs": {"type": "int", "low": 1, "high": 50, "log": False},
+    }
+    assert validate_search_space(space, trainer=TRAINER) == {
+        "hidden_units": {"type": "int", "low": 4, "high": 256, "log": True},
+        "batch_size": {"type": "int", "low": 8, "high": 512, "step": 8, "log": True},
+        "epochs": {"type": "int", "low": 1, "high": 50},  # log false is the plain int it always was
+    }
+    # A clone validates the stored space again: normalising is idempotent.
+    out = validate_search_space(space, trainer=TRAINER)
+    assert validate_search_space(out, trainer=TRAINER) == out
+
+
+def test_log_scale_int_without_step_runs_on_optuna_but_a_step_does_not():
+    space = {"hidden_units": {"type": "int", "low": 4, "high": 256, "log": True}}
+    assert validate_search_space(space, trainer=TRAINER, search_algorithm="optuna") == space
+    stepped = {"hidden_units": {"type": "int", "low": 4, "high": 256, "step": 4, "log": True}}
+    errors = errors_of(stepped, search_algorithm="optuna")
+    assert "Optuna cannot sample a log-scale int with a step" in errors["hidden_units"][0]
+
+
 BAD_PARAMETERS = [
     ("not_a_param", {"type": "uniform", "low": 0, "high": 1}, "not a hyperparameter"),
     ("alpha", [0, 1], "must be an object"),
@@ -65,6 +89,14 @@ BAD_PARAMETERS = [
     ("alpha", {"type": "uniform", "low": 0, "high": 1, "q": 0}, "q must be > 0"),
     ("alpha", {"type": "uniform", "low": 0.05, "high": 1, "q": 0.1}, "multiples of q"),
     ("batch_size", {"type": "uniform", "low": 8, "high": 64}, "use type int"),
+    ("batch_size", {"type": "loguniform", "low": 8, "high": 64}, '{"type": "int", "log": true}'),
+    ("batch_size", {"type": "qloguniform", "low": 8, "high": 64, "q": 8}, '{"type": "int", "log": true}'),
+    ("seed", {"type": "int", "low": 0, "high": 64, "log": True}, "a log-scale int needs low >= 1 (got 0)"),
+    ("batch_size", {"type": "int", "low": 8, "high": 64, "log": "yes"}, "log must be true or false"),
+    ("batch_size", {"type": "int", "low": 8, "high": 64, "log": 1}, "log must be true or false"),
+    ("batch_size", {"type": "int", "low": 8, "high": 64, "step": 16, "log": True}, "multiples of step"),
+    ("batch_size", {"type": "int", "low": 8, "high": 64, "step": 0, "log": True}, "step must be a positive integer"),
+    ("alpha", {"type": "uniform", "low": 0.1, "high": 1, "log": True}, "unknown keys for type uniform: log"),
     ("batch_size", {"type": "int", "low": 8.5, "high": 64}, "low must be an integer"),
     ("batch_size", {"type": "int", "low": 8, "high": 64, "step": 0}, "step must be a positive integer"),
     ("batch_size", {"type": "int", "low": 10, "high": 64, "step": 16}, "multiples of step"),

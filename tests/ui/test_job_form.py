@@ -93,6 +93,51 @@ def test_int_range_with_step_and_optional_fields(client_in, owner):
     assert (job.time_budget_s, job.seed, job.max_failed_trials) == (600, 7, 2)
 
 
+def _log_toggle(page: str, name: str) -> str:
+    start = page.index(f'name="hp.{name}.log"')
+    return page[page.rindex("<input", 0, start) : page.index(">", start) + 1]
+
+
+def test_log_scale_int_round_trips_through_the_job_page_and_its_clone(client_in, owner):
+    page = client_in.get("/jobs/new/").content.decode()
+    assert "checked" not in _log_toggle(page, "hidden_units")  # off unless asked for
+    log_int = {"hp.hidden_units.mode": "int", "hp.hidden_units.low": "4", "hp.hidden_units.high": "256"}
+    response = client_in.post("/jobs/new/", form_data(**log_int, **{"hp.hidden_units.log": "on"}))
+    job = TuningJob.objects.get(owner=owner)
+    assert response.status_code == 302
+    assert job.search_space["hidden_units"] == {"type": "int", "low": 4, "high": 256, "log": True}
+    assert "int 4 … 256 log scale" in client_in.get(f"/jobs/{job.pk}/").content.decode()
+    client_in.post(f"/jobs/{job.pk}/clone/")
+    clone = TuningJob.objects.exclude(pk=job.pk).get()
+    assert clone.search_space["hidden_units"] == job.search_space["hidden_units"]
+    # Without the toggle the same range is a plain (uniform) int.
+    client_in.post("/jobs/new/", form_data(**log_int, name="uniform"))
+    assert TuningJob.objects.get(name="uniform").search_space["hidden_units"] == {"type": "int", "low": 4, "high": 256}
+
+
+def test_refused_log_scale_int_keeps_the_toggle_and_says_why(client_in, owner):
+    data = form_data(
+        search_algorithm="optuna",
+        **{
+            "hp.hidden_units.mode": "int",
+            "hp.hidden_units.low": "4",
+            "hp.hidden_units.high": "256",
+            "hp.hidden_units.step": "4",
+            "hp.hidden_units.log": "on",
+        },
+    )
+    response = client_in.post("/jobs/new/", data)
+    page = response.content.decode()
+    assert response.status_code == 400 and not TuningJob.objects.exists()
+    row = page[page.index('id="hp-hidden_units"') : page.index('id="hp-hidden_layers"')]
+    assert "Optuna cannot sample a log-scale int with a step" in row
+    assert "checked" in _log_toggle(page, "hidden_units")
+    # Dropping the step is the fix the message names.
+    data.pop("hp.hidden_units.step")
+    assert client_in.post("/jobs/new/", data).status_code == 302
+    assert TuningJob.objects.get().search_space["hidden_units"]["log"] is True
+
+
 def test_bad_search_space_shows_the_validator_message_next_to_its_parameter(client_in, owner):
     response = client_in.post("/jobs/new/", form_data(**{"hp.learning_rate.low": "-1"}))
     assert response.status_code == 400

@@ -6,8 +6,9 @@ import pytest
 from django.urls import reverse
 
 from runs.models import Run
-from tests.factories import RunFactory, TuningJobFactory, UserFactory
+from tests.factories import RunFactory, TrialFactory, TuningJobFactory, UserFactory
 from tests.ui.data import job_with_trials, run_with_logs
+from tuning.charts import hyperparameter_charts
 from tuning.models import Trial, TuningJob
 
 HX = {"HTTP_HX_REQUEST": "true"}
@@ -298,3 +299,17 @@ def test_lists_page_newer_and_older_keeping_the_filter(client_in, owner, url, fa
     assert "Page 1 of 2" in first and "Older →" in first and "← Newer" not in first
     assert "status=succeeded" in first[first.index("Page 1 of 2") :]
     assert "Page 2 of 2" in second and "← Newer" in second
+
+
+@pytest.mark.django_db
+def test_a_log_scale_int_is_drawn_on_a_log_axis():
+    space = {
+        "hidden_units": {"type": "int", "low": 4, "high": 256, "log": True},
+        "hidden_layers": {"type": "int", "low": 1, "high": 4},
+    }
+    job = TuningJobFactory(search_space=space)
+    for units, layers, value in ((4, 1, 0.5), (64, 2, 0.7), (256, 4, 0.6)):
+        TrialFactory(job=job, hyperparameters={"hidden_units": units, "hidden_layers": layers}, best_metric_value=value)
+    charts = {chart["title"]: chart for chart in hyperparameter_charts(job)}
+    assert charts["hidden_units"]["xLog"] is True and charts["hidden_units"]["x"] == [4.0, 64.0, 256.0]
+    assert charts["hidden_layers"]["xLog"] is False

@@ -104,9 +104,13 @@ def to_ray_param_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
         elif kind == "qloguniform":
             converted[name] = tune.qloguniform(spec["low"], spec["high"], spec["q"])
         elif kind == "int" and spec.get("step", 1) > 1:
-            converted[name] = tune.qrandint(spec["low"], spec["high"], spec["step"])  # inclusive for q > 1
+            # Inclusive for q > 1. Optuna refuses a step on a log scale (the validator says so).
+            sample = tune.qlograndint if spec.get("log") else tune.qrandint
+            converted[name] = sample(spec["low"], spec["high"], spec["step"])
         elif kind == "int":
-            converted[name] = tune.randint(spec["low"], spec["high"] + 1)  # Ray's upper bound is exclusive
+            # Ray's upper bound is exclusive; OptunaSearch turns this into suggest_int(low, high, log=...).
+            sample = tune.lograndint if spec.get("log") else tune.randint
+            converted[name] = sample(spec["low"], spec["high"] + 1)
         else:
             raise ValueError(f"{name}: unknown search space type {kind!r}")
     return converted
