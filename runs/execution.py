@@ -8,14 +8,14 @@ metrics to Tune (and `should_stop` for an external stop signal).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import traceback as tb
 from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection
+
+from tunix_rt.heartbeat import Heartbeat
 
 from . import services
 from .models import Run
@@ -82,31 +82,6 @@ class _Recorder:
         services.run_logs_append(run_id=self.run_id, lines=lines)
 
 
-class _Heartbeat:
-    """Writes the run's heartbeat every HEARTBEAT_INTERVAL_S from a daemon thread, so a trainer
-    that reports nothing for a long time is not taken for a lost one by the reaper."""
-
-    def __init__(self, run_id: int):
-        self.run_id = run_id
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"run-{run_id}-heartbeat", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        try:
-            while not self._stop.wait(settings.TUNIX_RT["HEARTBEAT_INTERVAL_S"]):
-                try:
-                    services.run_heartbeat(run_id=self.run_id)
-                except Exception:
-                    logger.exception("run %s: could not write the heartbeat", self.run_id)
-        finally:
-            connection.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
 def execute_run(
     run_id: int,
     *,
@@ -118,7 +93,9 @@ def execute_run(
         logger.info("run %s is not queued; not executing it", run_id)
         return None
     run = Run.objects.get(pk=run_id)
-    heartbeat = _Heartbeat(run_id)
+    # A trainer that reports nothing for a long time is not taken for a lost one by the reaper.
+    heartbeat = Heartbeat(f"run-{run_id}-heartbeat", beat=lambda: services.run_heartbeat(run_id=run_id))
+    heartbeat.start()
     try:
         return _execute(run, on_report)
     finally:

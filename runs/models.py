@@ -5,21 +5,14 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-
-class RunQuerySet(models.QuerySet):
-    def visible_to(self, user) -> RunQuerySet:
-        """Runs a user may see: their own; staff see everything."""
-        if not user.is_authenticated:
-            return self.none()
-        if user.is_staff:
-            return self
-        return self.filter(owner=user)
-
-    def active(self) -> RunQuerySet:
-        return self.filter(status__in=Run.ACTIVE_STATUSES)
+from tunix_rt.models import OwnedQuerySet, TimedMixin
 
 
-class Run(models.Model):
+class RunQuerySet(OwnedQuerySet):
+    pass
+
+
+class Run(TimedMixin, models.Model):
     """One training execution: trainer + dataset + hyperparameters, tracked end to end."""
 
     class Status(models.TextChoices):
@@ -70,12 +63,6 @@ class Run(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL_STATUSES
-
-    @property
-    def duration(self):
-        if self.started_at is None:
-            return None
-        return (self.finished_at or timezone.now()) - self.started_at
 
 
 class MetricPoint(models.Model):

@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from django.db.models import F, QuerySet
+from django.db.models import F, FloatField, Max, Min, QuerySet
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
 
 from .models import LogLine, MetricPoint, Run
 
@@ -22,6 +24,13 @@ def runs_for_list(*, user) -> QuerySet[Run]:
         .select_related("owner", "evaluation")
         .annotate(primary_score=F("evaluation__primary_score"))
     )
+
+
+def run_metric_best(*, run_id: int, metric: str, mode: str) -> float | None:
+    """The best value of `metric` over every step the run stored (max or min), in SQL."""
+    value = Cast(KT(f"values__{metric}"), FloatField())
+    best = Max(value) if mode == "max" else Min(value)
+    return MetricPoint.objects.filter(run_id=run_id, **{f"values__{metric}__isnull": False}).aggregate(v=best)["v"]
 
 
 def run_metric_series(*, run: Run, after_step: int | None = None) -> dict[str, Any]:

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F, Max
+from django.db.models import F, Max, Q, QuerySet
 from django.utils import timezone
 
-from tunix_rt.exceptions import InvalidTransition, LimitExceeded, ValidationError
+from tunix_rt.exceptions import InvalidTransition, ValidationError
+from tunix_rt.limits import active_limit_check
 
 from .models import Evaluation, LogLine, MetricPoint, Run
 from .trainers.base import EvaluationResult
@@ -66,15 +66,13 @@ def run_create(
 
 
 def _check_active_run_limit(*, owner) -> None:
-    """LimitExceeded (429) when the owner already has MAX_ACTIVE_RUNS_PER_USER queued or running
-    stand-alone runs (trials are bounded by their job). The owner's row lock serialises creates."""
-    list(get_user_model().objects.select_for_update().filter(pk=owner.pk).values_list("pk", flat=True))
-    cap = settings.TUNIX_RT["MAX_ACTIVE_RUNS_PER_USER"]
-    if Run.objects.filter(owner=owner, trial__isnull=True, status__in=Run.ACTIVE_STATUSES).count() >= cap:
-        raise LimitExceeded(
-            f"you already have {cap} active runs (queued or running), the most allowed; "
-            "wait for one to finish or cancel one"
-        )
+    # Trials are bounded by their job; this caps stand-alone runs.
+    active_limit_check(
+        owner_id=owner.pk,
+        active=Run.objects.filter(owner=owner, trial__isnull=True, status__in=Run.ACTIVE_STATUSES),
+        cap=settings.TUNIX_RT["MAX_ACTIVE_RUNS_PER_USER"],
+        what="runs",
+    )
 
 
 def run_cancel(*, run: Run) -> Run:
@@ -213,6 +211,36 @@ def run_end(*, run_id: int, status: str, message: str = "", traceback: str = "")
             error_traceback=traceback[-20_000:],
             finished_at=timezone.now(),
         )
+    )
+
+
+def run_stop(*, run_id: int, message: str) -> bool:
+    """End a run that its driver stopped (a scheduler, a cancel, the experiment's end) as
+    `cancelled` with the driver's reason. The trial process may already have ended it with a
+    generic "cancelled on request": the reason the driver knows overwrites it. A finished run
+    keeps its result. False if nothing changed."""
+    return bool(
+        Run.objects.filter(pk=run_id)
+        .filter(Q(status__in=Run.ACTIVE_STATUSES) | Q(status=Run.Status.CANCELLED))
+        .update(
+            status=Run.Status.CANCELLED,
+            error_message=message[:10_000],
+            cancel_requested=True,
+            finished_at=timezone.now(),
+        )
+    )
+
+
+def runs_cancel_request(*, runs: QuerySet[Run]) -> int:
+    """Ask these runs, where still active, to stop: the pipeline polls the flag and ends its
+    trainer within about a second."""
+    return runs.filter(status__in=Run.ACTIVE_STATUSES).update(cancel_requested=True)
+
+
+def runs_cancel(*, runs: QuerySet[Run], message: str) -> int:
+    """End these runs, where still active, as cancelled at once (nothing executes them)."""
+    return runs.filter(status__in=Run.ACTIVE_STATUSES).update(
+        status=Run.Status.CANCELLED, error_message=message[:10_000], cancel_requested=True, finished_at=timezone.now()
     )
 
 

@@ -5,15 +5,13 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from tunix_rt.models import OwnedQuerySet
 
-class TraceDatasetQuerySet(models.QuerySet):
-    def visible_to(self, user) -> TraceDatasetQuerySet:
-        """Datasets a user may see: built-in ones and their own; staff see everything."""
-        if not user.is_authenticated:
-            return self.none()
-        if user.is_staff:
-            return self
-        return self.filter(Q(owner__isnull=True) | Q(owner=user))
+
+class TraceDatasetQuerySet(OwnedQuerySet):
+    def shared_rows(self) -> Q:
+        """Built-in datasets (no owner) are visible to every signed-in user."""
+        return Q(owner__isnull=True)
 
     def by_reference(self, reference: str) -> TraceDataset | None:
         """The dataset a run names as `name@version`, or None."""

@@ -1,11 +1,41 @@
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 
-from tunix_rt.exceptions import TunixRTError
+from tunix_rt.exceptions import TunixRTError, ValidationError
 
 from . import services
+from .config import JobConfig
 from .models import Trial, TuningJob
+
+CONFIG_FIELDS = tuple(JobConfig.specs())
+
+
+class TuningJobAdminForm(forms.ModelForm):
+    """Adding a job validates it like the API does (`JobConfig.validate`); errors land on their fields."""
+
+    class Meta:
+        model = TuningJob
+        fields = ("owner", *CONFIG_FIELDS)
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.instance.pk is not None or self.errors:
+            return cleaned
+        data = {name: cleaned.get(name) for name in CONFIG_FIELDS}
+        try:
+            self.config = JobConfig.validate(data, owner=cleaned.get("owner"))
+        except ValidationError as exc:
+            for name, problems in exc.as_dict().items():
+                self.add_error(name if name in self.fields else None, _flatten(problems))
+        return cleaned
+
+
+def _flatten(problems) -> list[str]:
+    if isinstance(problems, dict):
+        return [f"{key}: {message}" for key, nested in problems.items() for message in _flatten(nested)]
+    return [str(p) for p in problems] if isinstance(problems, (list, tuple)) else [str(problems)]
 
 
 class TrialInline(admin.TabularInline):
@@ -31,11 +61,30 @@ class TuningJobAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("owner",)
     raw_id_fields = ("owner", "best_run")
-    readonly_fields = ("status", "cancel_requested", "error_message", "best_run", "best_hyperparameters",
-                       "best_metric_value", "experiment_path", "lease_owner", "lease_expires_at", "heartbeat_at",
-                       "attempts", "queued_at", "started_at", "finished_at")  # fmt: skip
+    form = TuningJobAdminForm
+    # A job's configuration is fixed once it is created (its name aside): it describes its trials.
+    STATE_FIELDS = ("status", "cancel_requested", "error_message", "best_run", "best_hyperparameters",
+                    "best_metric_value", "experiment_path", "lease_owner", "lease_expires_at", "heartbeat_at",
+                    "attempts", "created_at", "queued_at", "started_at", "finished_at")  # fmt: skip
+    readonly_fields = STATE_FIELDS
     inlines = [TrialInline]
     actions = ["start_jobs", "cancel_jobs", "resume_jobs"]
+
+    def get_fields(self, request, obj=None):
+        return ("owner", *CONFIG_FIELDS) if obj is None else ("owner", *CONFIG_FIELDS, *self.STATE_FIELDS)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return ("owner", *(name for name in CONFIG_FIELDS if name != "name"), *self.STATE_FIELDS)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            services.tuning_job_rename(job=obj, name=form.cleaned_data["name"])
+            return
+        created = services.tuning_job_create(owner=form.cleaned_data["owner"], **form.config.as_fields())
+        obj.pk = created.pk
+        obj.refresh_from_db()
 
     def _apply(self, request, queryset, service, verb: str) -> None:
         done = 0
@@ -63,6 +112,14 @@ class TuningJobAdmin(admin.ModelAdmin):
 
 @admin.register(Trial)
 class TrialAdmin(admin.ModelAdmin):
+    """Read-only, like runs: trials change only through the tuning services."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
     list_display = ("__str__", "job", "number", "status", "iterations", "best_metric_value", "run")
     list_filter = ("status",)
     search_fields = ("job__name", "ray_trial_id")

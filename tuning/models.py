@@ -6,22 +6,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from runs.models import Run
+from tunix_rt.models import OwnedQuerySet, TimedMixin
 
 
-class TuningJobQuerySet(models.QuerySet):
-    def visible_to(self, user) -> TuningJobQuerySet:
-        """Jobs a user may see: their own; staff see everything."""
-        if not user.is_authenticated:
-            return self.none()
-        if user.is_staff:
-            return self
-        return self.filter(owner=user)
-
-    def active(self) -> TuningJobQuerySet:
-        return self.filter(status__in=TuningJob.ACTIVE_STATUSES)
+class TuningJobQuerySet(OwnedQuerySet):
+    pass
 
 
-class TuningJob(models.Model):
+class TuningJob(TimedMixin, models.Model):
     """A search space + objective + budget + strategy: one Ray Tune experiment."""
 
     class Status(models.TextChoices):
@@ -48,6 +40,10 @@ class TuningJob(models.Model):
 
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
     TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    # Which actions each status allows; services check these, pages and the API show them.
+    STARTABLE_STATUSES = (Status.CREATED,)
+    CANCELLABLE_STATUSES = (Status.CREATED, Status.QUEUED, Status.RUNNING)
+    RESUMABLE_STATUSES = (Status.FAILED, Status.CANCELLED)
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tuning_jobs")
     name = models.CharField(max_length=200)
@@ -71,6 +67,9 @@ class TuningJob(models.Model):
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATED, db_index=True)
     cancel_requested = models.BooleanField(default=False)
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     error_message = models.TextField(blank=True)
     best_run = models.ForeignKey(Run, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     best_hyperparameters = models.JSONField(null=True, blank=True)
@@ -112,10 +111,17 @@ class TuningJob(models.Model):
         return self.status in self.ACTIVE_STATUSES
 
     @property
-    def duration(self):
-        if self.started_at is None:
-            return None
-        return (self.finished_at or timezone.now()) - self.started_at
+    def can_start(self) -> bool:
+        return self.status in self.STARTABLE_STATUSES
+
+    @property
+    def can_cancel(self) -> bool:
+        return self.status in self.CANCELLABLE_STATUSES
+
+    @property
+    def can_resume(self) -> bool:
+        """Failed or cancelled after an experiment started: Ray's saved state can continue it."""
+        return self.status in self.RESUMABLE_STATUSES and bool(self.experiment_path)
 
 
 class TrialQuerySet(models.QuerySet):
@@ -128,7 +134,7 @@ class TrialQuerySet(models.QuerySet):
         return self.filter(status=Trial.Status.SUCCEEDED, best_metric_value__isnull=False).order_by(order, "id")
 
 
-class Trial(models.Model):
+class Trial(TimedMixin, models.Model):
     """One sampled configuration of a job; executed as exactly one run."""
 
     class Status(models.TextChoices):
@@ -141,6 +147,17 @@ class Trial(models.Model):
 
     TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.STOPPED, Status.CANCELLED)
 
+    class EndReason(models.TextChoices):
+        """Why a trial ended: the one field pages, the API and job finalisation branch on."""
+
+        FINISHED = "finished", "Finished"
+        STOPPED_EARLY = "stopped_early", "Stopped early by the scheduler"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled with the job"
+        TIME_BUDGET = "time_budget", "Not finished within the time budget"
+        EXPERIMENT_STOPPED = "experiment_stopped", "Experiment stopped (failure cap or error)"
+        INTERRUPTED = "interrupted", "Interrupted (its worker was lost)"
+
     job = models.ForeignKey(TuningJob, on_delete=models.CASCADE, related_name="trials")
     ray_trial_id = models.CharField(max_length=100)
     number = models.PositiveIntegerField(default=0)
@@ -150,6 +167,7 @@ class Trial(models.Model):
     latest_metric_value = models.FloatField(null=True, blank=True)
     best_metric_value = models.FloatField(null=True, blank=True)
     iterations = models.PositiveIntegerField(default=0)
+    end_reason = models.CharField(max_length=24, choices=EndReason.choices, blank=True)
     error_message = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -174,11 +192,17 @@ class Trial(models.Model):
         return f"{self.job} / trial {self.number}"
 
     @property
-    def is_terminal(self) -> bool:
-        return self.status in self.TERMINAL_STATUSES
+    def end_description(self) -> str:
+        """Why the trial ended, in words (from `end_reason`; "" while it runs)."""
+        reason = self.EndReason
+        if self.end_reason == reason.STOPPED_EARLY:
+            return f"Stopped early at step {self.iterations}"
+        if self.end_reason == reason.FAILED:
+            return f"Failed: {self.error_message}" if self.error_message else "Failed"
+        if self.end_reason == reason.CANCELLED and self.job.cancelled_by_id:
+            return f"Cancelled by {self.job.cancelled_by.get_username()}"
+        return reason(self.end_reason).label if self.end_reason else ""
 
     @property
-    def duration(self):
-        if self.started_at is None:
-            return None
-        return (self.finished_at or timezone.now()) - self.started_at
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL_STATUSES

@@ -200,7 +200,7 @@ CELERY_TASK_ALWAYS_EAGER = False
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Ray cannot start under Celery's stdout proxy (shared/DOMAIN.md).
+# Ray cannot start under Celery's stdout proxy: 'LoggingProxy' object has no attribute 'fileno'.
 CELERY_WORKER_REDIRECT_STDOUTS = False
 CELERY_TASK_DEFAULT_QUEUE = "runs"
 # The reaper is short database work: it must not wait behind an experiment on the solo tuning worker.

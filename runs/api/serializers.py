@@ -9,11 +9,12 @@ from rest_framework.reverse import reverse
 
 from runs.models import Evaluation, Run
 from runs.services import MAX_NAME_LENGTH
+from tunix_rt.serializers import StrictSerializer
 
 # --- input ----------------------------------------------------------------------------------------
 
 
-class RunCreateSerializer(serializers.Serializer):
+class RunCreateSerializer(StrictSerializer):
     """A run to create. Hyperparameters left out take the trainer's defaults; unknown fields and
     unknown hyperparameters are refused, never ignored."""
 
@@ -26,12 +27,6 @@ class RunCreateSerializer(serializers.Serializer):
         default=dict,
         help_text="name: value, checked against the trainer's hyperparameter schema.",
     )
-
-    def validate(self, attrs):
-        unknown = sorted(set(self.initial_data) - set(self.fields))
-        if unknown:
-            raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
-        return attrs
 
 
 class LogQuerySerializer(serializers.Serializer):

@@ -179,6 +179,15 @@ class Trainer:
                 f"unknown dataset {dataset!r} for trainer {self.name!r}; choose one of {sorted(names)}",
                 field="dataset",
             )
+        values = self.hyperparameters_validate(hyperparameters)
+        self.check_combination(values)
+        return values
+
+    def hyperparameters_validate(self, hyperparameters: Any, *, partial: bool = False) -> dict[str, Any]:
+        """Each value checked against its declaration; with `partial`, only the given ones (a
+        job's fixed values), else completed with defaults. ValidationError on `hyperparameters`."""
+        from tunix_rt.exceptions import ValidationError
+
         if not isinstance(hyperparameters, dict):
             raise ValidationError("must be a JSON object of name: value", field="hyperparameters")
         errors = {}
@@ -198,9 +207,9 @@ class Trainer:
                 "invalid hyperparameters",
                 errors={"hyperparameters": {name: [message] for name, message in errors.items()}},
             )
-        for param in self.hyperparameters:
-            values.setdefault(param.name, param.default)
-        self.check_combination(values)
+        if not partial:
+            for param in self.hyperparameters:
+                values.setdefault(param.name, param.default)
         return values
 
     def check_combination(self, values: dict[str, Any]) -> None:

@@ -268,7 +268,7 @@ def test_a_driver_whose_lease_was_taken_notices_within_a_heartbeat(settings):
 
     settings.TUNIX_RT = {**settings.TUNIX_RT, "HEARTBEAT_INTERVAL_S": 0.2}
     job = running_job(lease_owner="me")
-    keeper = runner.LeaseKeeper(job.pk, "me")
+    keeper = runner.lease_keeper(job.pk, "me")
     keeper.start()
     try:
         time.sleep(0.5)

@@ -164,7 +164,7 @@ def test_trial_results_are_idempotent_per_iteration(user):
     services.trial_start(job_id=job.pk, ray_trial_id="abc_00002", hyperparameters={})
     for iteration, value in ((1, 0.5), (2, 0.7), (1, 0.1)):  # the last one is a replay
         services.trial_result_record(
-            job_id=job.pk, ray_trial_id="abc_00002", iteration=iteration, value=value, best=max(0.5, value), mode="max"
+            job_id=job.pk, ray_trial_id="abc_00002", iteration=iteration, value=value, mode="max"
         )
     trial.refresh_from_db()
     assert (trial.status, trial.iterations, trial.latest_metric_value, trial.best_metric_value) == (

@@ -5,41 +5,39 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from tuning import selectors
+from tuning.config import JobConfig, Spec
 from tuning.models import Trial, TuningJob
-from tuning.search_space import limit
-from tuning.services import MAX_CONCURRENT_TRIALS, MAX_NAME_LENGTH, MAX_SEED, MAX_TIME_BUDGET_S, MAX_TRIAL_RETRIES
+from tunix_rt.serializers import StrictSerializer
 
 
-class TuningJobCreateSerializer(serializers.Serializer):
-    """A job to create. Only shapes are checked here; `tuning_job_create` validates the rest
-    (trainer, dataset, search space, metric) and fills the defaults."""
+def _config_field(spec: Spec) -> serializers.Field:
+    """The API field of one JobConfig field: its type and bounds, for the schema and a first check
+    of shapes; `JobConfig.validate` (called by the service) has the last word."""
+    options: dict = {"required": spec.required, "help_text": spec.help}
+    if spec.nullable:
+        options["allow_null"] = True
+    if spec.kind == "str":
+        return serializers.CharField(max_length=spec.max_length, **options)
+    if spec.kind == "choice":
+        return serializers.ChoiceField(choices=spec.choices, **options)
+    if spec.kind == "object":
+        return serializers.JSONField(**options)
+    bounds = {"min_value": spec.low, "max_value": spec.high_value()}
+    if spec.kind == "int":
+        return serializers.IntegerField(**bounds, **options)
+    return serializers.FloatField(**options)
 
-    name = serializers.CharField(max_length=MAX_NAME_LENGTH)
-    trainer = serializers.CharField(max_length=100)
-    dataset = serializers.CharField(max_length=200)
-    search_space = serializers.JSONField(help_text="Hyperparameter name → specification (docs/tuning.md).")
-    fixed_hyperparameters = serializers.JSONField(required=False, help_text="Hyperparameters every trial uses.")
-    metric = serializers.CharField(required=False, max_length=100, help_text="Defaults to the trainer's metric.")
-    mode = serializers.ChoiceField(choices=TuningJob.Mode.choices, required=False)
-    num_samples = serializers.IntegerField(required=False, min_value=1, max_value=limit("MAX_TRIALS"))
-    max_concurrent_trials = serializers.IntegerField(required=False, min_value=1, max_value=MAX_CONCURRENT_TRIALS)
-    search_algorithm = serializers.ChoiceField(choices=TuningJob.SearchAlgorithm.choices, required=False)
-    scheduler = serializers.ChoiceField(choices=TuningJob.Scheduler.choices, required=False)
-    time_budget_s = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_TIME_BUDGET_S)
-    cpus_per_trial = serializers.FloatField(required=False)
-    gpus_per_trial = serializers.FloatField(required=False)
-    seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_SEED)
-    max_failed_trials = serializers.IntegerField(required=False, allow_null=True, min_value=0)
-    max_trial_retries = serializers.IntegerField(
-        required=False, min_value=0, max_value=MAX_TRIAL_RETRIES, help_text="Retries of a failing trial (default 0)."
-    )
 
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
-        return super().to_internal_value(data)
+TuningJobCreateSerializer = type(
+    "TuningJobCreateSerializer",
+    (StrictSerializer,),
+    {
+        "__doc__": "A job to create: JobConfig's fields (tuning/config.py). Left-out fields take their defaults; "
+        "metric and mode default to the trainer's.",
+        "__module__": __name__,
+        **{name: _config_field(spec) for name, spec in JobConfig.specs().items()},
+    },
+)
 
 
 class RunSummarySerializer(serializers.Serializer):

@@ -2,7 +2,7 @@
 
 They run in the driver (the Celery worker) and are pickled into the experiment state, so they
 hold no connection or thread in their pickled state. A failing write is logged and never raised:
-an exception in a callback aborts the whole experiment (shared/DOMAIN.md).
+an exception raised inside a Tune callback aborts the whole experiment.
 
 Service calls are applied in order by one background writer thread, so Tune's event loop never
 waits on the database (the driver's loop is what limits trial throughput with reused actors).
@@ -99,7 +99,6 @@ class TrialRecorder(tune.Callback):
         self.metric = metric
         self.mode = mode
         self.stopped_by = stopped_by
-        self._best: dict[str, float] = {}
         self._unsaved: dict[str, tuple[int, float | None]] = {}
         self._last_flush: dict[str, float] = {}
         self._registered: set[str] = set()
@@ -142,10 +141,6 @@ class TrialRecorder(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         value = result.get(self.metric)
         value = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-        if value is not None:
-            best = self._best.get(trial.trial_id)
-            if best is None or (value > best if self.mode == "max" else value < best):
-                self._best[trial.trial_id] = value
         # Trials report their epoch; Tune's own iteration counter is the fallback.
         iteration_done = result.get("epoch") or result.get("training_iteration") or 0
         self._unsaved[trial.trial_id] = (int(iteration_done), value)
@@ -187,7 +182,6 @@ class TrialRecorder(tune.Callback):
             ray_trial_id=trial_id,
             iteration=iteration,
             value=value,
-            best=self._best.get(trial_id),
             mode=self.mode,
         )
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import ray
 from django.conf import settings
-from django.db import connection
 from ray import tune
 
 from tuning import services
 from tuning.models import Trial, TuningJob
+from tunix_rt.heartbeat import Heartbeat
 
 from .callbacks import JobStopper, TrialRecorder, close_callbacks
 from .trainables import run_trial
@@ -221,36 +221,19 @@ def request_interrupt(reason: str) -> bool:
     return True
 
 
-class LeaseKeeper(threading.Thread):
+def lease_keeper(job_id: int, lease_owner: str) -> Heartbeat:
     """Renews the job's lease (and heartbeat) every HEARTBEAT_INTERVAL_S. If the lease was taken
     (the reaper judged this worker lost), the experiment is interrupted and nothing more written."""
 
-    def __init__(self, job_id: int, lease_owner: str):
-        super().__init__(name="tuning-lease", daemon=True)
-        self.job_id = job_id
-        self.lease_owner = lease_owner
-        self.lost = False
-        self._stop_event = threading.Event()
+    def lost() -> None:
+        logger.error("tuning job %s: lease lost; interrupting this experiment", job_id)
+        request_interrupt("lease lost")
 
-    def run(self) -> None:
-        try:
-            while not self._stop_event.wait(settings.TUNIX_RT["HEARTBEAT_INTERVAL_S"]):
-                try:
-                    renewed = services.tuning_job_heartbeat(job_id=self.job_id, lease_owner=self.lease_owner)
-                except Exception:  # the database is unreachable: try again; the lease may survive it
-                    logger.exception("tuning job %s: could not renew the lease", self.job_id)
-                    continue
-                if not renewed:
-                    self.lost = True
-                    logger.error("tuning job %s: lease lost; interrupting this experiment", self.job_id)
-                    request_interrupt("lease lost")
-                    return
-        finally:
-            connection.close()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=10)
+    return Heartbeat(
+        "tuning-lease",
+        beat=lambda: services.tuning_job_heartbeat(job_id=job_id, lease_owner=lease_owner),
+        on_lost=lost,
+    )
 
 
 def tuning_job_run(*, job_id: int) -> TuningJob | None:
@@ -275,7 +258,7 @@ def tuning_job_run(*, job_id: int) -> TuningJob | None:
             logger.info("tuning job %s is not queued; not running it", job_id)
             return None
         _interrupt_reason = ""
-        keeper = LeaseKeeper(job_id, lease_owner)
+        keeper = lease_keeper(job_id, lease_owner)
         keeper.start()
         error = ""
         job = TuningJob.objects.get(pk=job_id)

@@ -4,238 +4,29 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import math
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from runs import services as run_services
 from runs.models import Run
-from runs.trainers.base import Trainer
-from runs.trainers.registry import get_trainer
-from tunix_rt.exceptions import InvalidTransition, ServiceUnavailable, ValidationError
+from tunix_rt.exceptions import InvalidTransition, ServiceUnavailable
+from tunix_rt.limits import active_limit_check
 
-from ..limits import active_job_limit_check
+from ..config import MAX_NAME_LENGTH, JobConfig
 from ..models import Trial, TuningJob
-from ..search_space import limit, total_trials, validate_search_space
+from .trials import trials_end_unfinished, trials_reset_for_rerun
 
 logger = logging.getLogger(__name__)
 
-MAX_NAME_LENGTH = 200
-MAX_CONCURRENT_TRIALS = 64
-MAX_TIME_BUDGET_S = 7 * 24 * 3600
-MAX_CPUS_PER_TRIAL = 256
-MAX_GPUS_PER_TRIAL = 16
-MAX_SEED = 2**31 - 1
-MAX_TRIAL_RETRIES = 10
 
-
-def _int_field(errors: dict, field: str, value: Any, *, low: int, high: int, optional: bool = False) -> int | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        errors[field] = ["must be an integer"]
-        return None
-    if not low <= value <= high:
-        errors[field] = [f"must be between {low} and {high}"]
-        return None
-    return value
-
-
-def _float_field(errors: dict, field: str, value: Any, *, low: float, high: float, low_open: bool) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        errors[field] = ["must be a finite number"]
-        return None
-    if (value <= low if low_open else value < low) or value > high:
-        errors[field] = [f"must be {'>' if low_open else '>='} {low} and <= {high}"]
-        return None
-    return float(value)
-
-
-def tuning_job_validate(
-    *,
-    owner=None,
-    name: Any,
-    trainer: Any,
-    dataset: Any,
-    search_space: Any,
-    metric: Any = None,
-    mode: Any = None,
-    fixed_hyperparameters: Any = None,
-    num_samples: Any = 10,
-    max_concurrent_trials: Any = 1,
-    search_algorithm: Any = "random",
-    scheduler: Any = "fifo",
-    time_budget_s: Any = None,
-    cpus_per_trial: Any = 1.0,
-    gpus_per_trial: Any = 0.0,
-    seed: Any = None,
-    max_failed_trials: Any = None,
-    max_trial_retries: Any = 0,
-) -> dict[str, Any]:
-    """The complete, normalised configuration of a job, or ValidationError naming every bad field."""
-    errors: dict[str, Any] = {}
-    if not isinstance(name, str) or not name.strip():
-        errors["name"] = ["must be a non-empty string"]
-    elif len(name) > MAX_NAME_LENGTH:
-        errors["name"] = [f"must be at most {MAX_NAME_LENGTH} characters"]
-    num_samples = _int_field(errors, "num_samples", num_samples, low=1, high=limit("MAX_TRIALS"))
-    max_concurrent_trials = _int_field(
-        errors, "max_concurrent_trials", max_concurrent_trials, low=1, high=MAX_CONCURRENT_TRIALS
-    )
-    time_budget_s = _int_field(errors, "time_budget_s", time_budget_s, low=1, high=MAX_TIME_BUDGET_S, optional=True)
-    seed = _int_field(errors, "seed", seed, low=0, high=MAX_SEED, optional=True)
-    max_failed_trials = _int_field(
-        errors, "max_failed_trials", max_failed_trials, low=0, high=limit("MAX_TRIALS"), optional=True
-    )
-    max_trial_retries = _int_field(errors, "max_trial_retries", max_trial_retries, low=0, high=MAX_TRIAL_RETRIES)
-    cpus_per_trial = _float_field(
-        errors, "cpus_per_trial", cpus_per_trial, low=0, high=MAX_CPUS_PER_TRIAL, low_open=True
-    )
-    gpus_per_trial = _float_field(
-        errors, "gpus_per_trial", gpus_per_trial, low=0, high=MAX_GPUS_PER_TRIAL, low_open=False
-    )
-    if search_algorithm not in TuningJob.SearchAlgorithm.values:
-        errors["search_algorithm"] = [f"must be one of {', '.join(TuningJob.SearchAlgorithm.values)}"]
-    if scheduler not in TuningJob.Scheduler.values:
-        errors["scheduler"] = [f"must be one of {', '.join(TuningJob.Scheduler.values)}"]
-    if mode is not None and mode not in TuningJob.Mode.values:
-        errors["mode"] = ["must be max or min"]
-
-    trainer_obj: Trainer | None = None
-    try:
-        if not isinstance(trainer, str):
-            raise ValidationError("must be a trainer name", field="trainer")
-        trainer_obj = get_trainer(trainer)
-    except ValidationError as exc:
-        errors.update(exc.as_dict())
-
-    fixed: dict[str, Any] = {}
-    space: dict[str, Any] = {}
-    if trainer_obj is not None:
-        datasets = trainer_obj.dataset_names(owner)
-        if not isinstance(dataset, str) or dataset not in datasets:
-            errors["dataset"] = [
-                f"unknown dataset {dataset!r} for trainer {trainer_obj.name!r}; choose one of {sorted(datasets)}"
-            ]
-        fixed = _fixed_validate(errors, trainer_obj, fixed_hyperparameters)
-        try:
-            space = validate_search_space(
-                search_space,
-                trainer=trainer_obj,
-                fixed=fixed,
-                search_algorithm=search_algorithm if search_algorithm in TuningJob.SearchAlgorithm.values else "random",
-                num_samples=num_samples or 1,
-            )
-        except ValidationError as exc:
-            errors.update(exc.as_dict())
-        if metric is None:
-            metric = trainer_obj.default_metric
-        if mode is None:
-            mode = trainer_obj.default_mode
-        if not isinstance(metric, str) or not metric:
-            errors["metric"] = ["must be the name of a metric the trainer reports"]
-        elif trainer_obj.metrics and metric not in trainer_obj.metrics:
-            errors["metric"] = [
-                f"trainer {trainer_obj.name!r} reports {', '.join(trainer_obj.metrics)}; got {metric!r}"
-            ]
-    if space and num_samples and "num_samples" not in errors and total_trials(space, num_samples) > limit("MAX_TRIALS"):
-        errors["num_samples"] = [f"the job would run more than {limit('MAX_TRIALS')} trials"]
-    if (
-        max_failed_trials is not None
-        and num_samples
-        and space
-        and max_failed_trials >= total_trials(space, num_samples)
-    ):
-        errors["max_failed_trials"] = ["must be less than the number of trials"]
-    if errors:
-        raise ValidationError("invalid tuning job", errors=errors)
-    return {
-        "name": name.strip(),
-        "trainer": trainer,
-        "dataset": dataset,
-        "search_space": space,
-        "metric": metric,
-        "mode": mode,
-        "fixed_hyperparameters": fixed,
-        "num_samples": num_samples,
-        "max_concurrent_trials": max_concurrent_trials,
-        "search_algorithm": search_algorithm,
-        "scheduler": scheduler,
-        "time_budget_s": time_budget_s,
-        "cpus_per_trial": cpus_per_trial,
-        "gpus_per_trial": gpus_per_trial,
-        "seed": seed,
-        "max_failed_trials": max_failed_trials,
-        "max_trial_retries": max_trial_retries,
-    }
-
-
-def _fixed_validate(errors: dict, trainer: Trainer, fixed: Any) -> dict[str, Any]:
-    if fixed is None:
-        return {}
-    if not isinstance(fixed, dict):
-        errors["fixed_hyperparameters"] = ["must be a JSON object of name: value"]
-        return {}
-    problems: dict[str, list[str]] = {}
-    values: dict[str, Any] = {}
-    for name, value in fixed.items():
-        param = trainer.hyperparameter(name)
-        if param is None:
-            problems[name] = [f"not a hyperparameter of trainer {trainer.name!r}"]
-            continue
-        try:
-            values[name] = param.validate(value)
-        except ValueError as exc:
-            problems[name] = [str(exc)]
-    if problems:
-        errors["fixed_hyperparameters"] = problems
-    return values
-
-
-def tuning_job_create(
-    *,
-    owner,
-    name: str,
-    trainer: str,
-    dataset: str,
-    search_space: dict[str, Any],
-    metric: str | None = None,
-    mode: str | None = None,
-    fixed_hyperparameters: dict[str, Any] | None = None,
-    num_samples: int = 10,
-    max_concurrent_trials: int = 1,
-    search_algorithm: str = "random",
-    scheduler: str = "fifo",
-    time_budget_s: int | None = None,
-    cpus_per_trial: float = 1.0,
-    gpus_per_trial: float = 0.0,
-    seed: int | None = None,
-    max_failed_trials: int | None = None,
-    max_trial_retries: int = 0,
-) -> TuningJob:
-    """Validate and store a job in status `created` (nothing is stored on error)."""
-    values = tuning_job_validate(
-        owner=owner,
-        name=name,
-        trainer=trainer,
-        dataset=dataset,
-        search_space=search_space,
-        metric=metric,
-        mode=mode,
-        fixed_hyperparameters=fixed_hyperparameters,
-        num_samples=num_samples,
-        max_concurrent_trials=max_concurrent_trials,
-        search_algorithm=search_algorithm,
-        scheduler=scheduler,
-        time_budget_s=time_budget_s,
-        cpus_per_trial=cpus_per_trial,
-        gpus_per_trial=gpus_per_trial,
-        seed=seed,
-        max_failed_trials=max_failed_trials,
-        max_trial_retries=max_trial_retries,
-    )
-    return TuningJob.objects.create(owner=owner, **values)
+def tuning_job_create(*, owner, **data: Any) -> TuningJob:
+    """Validate `data` (JobConfig's fields) and store a job in status `created`; nothing is
+    stored on error."""
+    config = JobConfig.validate(data, owner=owner)
+    return TuningJob.objects.create(owner=owner, **config.as_fields())
 
 
 def _check_can_run_experiments() -> None:
@@ -254,12 +45,18 @@ def _check_can_run_experiments() -> None:
 
 def tuning_job_start(*, job: TuningJob) -> TuningJob:
     """Queue a created job: status `queued`, its experiment enqueued on the tuning queue after commit."""
-    if job.status != TuningJob.Status.CREATED:
+    if not job.can_start:
         raise InvalidTransition(_not_startable(job.status))
     _check_can_run_experiments()
     with transaction.atomic():
-        active_job_limit_check(owner_id=job.owner_id)
-        queued = TuningJob.objects.filter(pk=job.pk, status=TuningJob.Status.CREATED).update(
+        active_limit_check(
+            owner_id=job.owner_id,
+            active=TuningJob.objects.filter(owner_id=job.owner_id, status__in=TuningJob.ACTIVE_STATUSES),
+            cap=settings.TUNIX_RT["MAX_ACTIVE_JOBS_PER_USER"],
+            what="tuning jobs",
+            then=", then start this one",
+        )
+        queued = TuningJob.objects.filter(pk=job.pk, status__in=TuningJob.STARTABLE_STATUSES).update(
             status=TuningJob.Status.QUEUED, queued_at=timezone.now()
         )
         if not queued:
@@ -296,21 +93,16 @@ def tuning_job_enqueue(*, job_id: int) -> None:
     run_tuning_job_task.delay(job_id)
 
 
-RESUMABLE_STATUSES = (TuningJob.Status.FAILED, TuningJob.Status.CANCELLED)
-
-
 def tuning_job_resume(*, job: TuningJob) -> TuningJob:
     """Send a failed or cancelled job back to the queue: the worker continues its experiment from
     Ray's saved state, reruns its failed trials (their runs reset) and keeps every finished one."""
-    if job.status not in RESUMABLE_STATUSES:
+    if job.status not in TuningJob.RESUMABLE_STATUSES:
         raise InvalidTransition(f"the job is {job.status}; only a failed or cancelled job can be resumed")
-    if not job.experiment_path:
+    if not job.can_resume:
         raise InvalidTransition("the job never started an experiment; clone it to run it")
     _check_can_run_experiments()
-    from .experiment import trials_reset_for_rerun
-
     with transaction.atomic():
-        queued = TuningJob.objects.filter(pk=job.pk, status__in=RESUMABLE_STATUSES).update(
+        queued = TuningJob.objects.filter(pk=job.pk, status__in=TuningJob.RESUMABLE_STATUSES).update(
             status=TuningJob.Status.QUEUED,
             queued_at=timezone.now(),
             cancel_requested=False,
@@ -332,60 +124,46 @@ def _not_startable(status: str) -> str:
     return f"the job is {status}; only a created job can be started (clone it to run it again)"
 
 
-def tuning_job_cancel(*, job: TuningJob) -> TuningJob:
-    """Cancel a created or queued job at once; ask a running one to stop (it ends `cancelled`)."""
+def tuning_job_cancel(*, job: TuningJob, by=None) -> TuningJob:
+    """Cancel a created or queued job at once; ask a running one to stop (it ends `cancelled`).
+    `by` is the user who asked (shown on the trials it ends)."""
     now = timezone.now()
+    cancelled_by_id = getattr(by, "pk", None)
     with transaction.atomic():
         done = TuningJob.objects.filter(
             pk=job.pk, status__in=[TuningJob.Status.CREATED, TuningJob.Status.QUEUED]
         ).update(
             status=TuningJob.Status.CANCELLED,
             cancel_requested=True,
+            cancelled_by_id=cancelled_by_id,
             finished_at=now,
             error_message="Cancelled before it started.",
         )
         if done:
             # A job requeued after a lost or stopped worker already has trials: end the unfinished.
-            _trials_cancel_unfinished(job.pk, now)
-        if not done:
-            done = TuningJob.objects.filter(pk=job.pk, status=TuningJob.Status.RUNNING).update(cancel_requested=True)
-            # The run pipeline polls this flag and stops (and kills) its trainer within ~1 s.
-            Run.objects.filter(trial__job_id=job.pk, status__in=Run.ACTIVE_STATUSES).update(cancel_requested=True)
+            trials_end_unfinished(job_id=job.pk, reason=Trial.EndReason.CANCELLED)
+        else:
+            done = TuningJob.objects.filter(pk=job.pk, status=TuningJob.Status.RUNNING).update(
+                cancel_requested=True, cancelled_by_id=cancelled_by_id
+            )
+            run_services.runs_cancel_request(runs=Run.objects.filter(trial__job_id=job.pk))
     job.refresh_from_db()
     if not done:
         raise InvalidTransition(f"the job is already {job.status} and cannot be cancelled")
     return job
 
 
-def _trials_cancel_unfinished(job_id: int, now) -> None:
-    message = "Cancelled with the job."
-    unfinished = Trial.objects.filter(job_id=job_id).exclude(status__in=Trial.TERMINAL_STATUSES)
-    Run.objects.filter(trial__in=unfinished, status__in=Run.ACTIVE_STATUSES).update(
-        status=Run.Status.CANCELLED, error_message=message, cancel_requested=True, finished_at=now
-    )
-    unfinished.update(status=Trial.Status.CANCELLED, error_message=message, finished_at=now)
-
-
 def tuning_job_clone(*, job: TuningJob, owner) -> TuningJob:
     """A new `created` job with the same configuration, named "<name> (copy)"."""
     suffix = " (copy)"
-    return tuning_job_create(
-        owner=owner,
-        name=job.name[: MAX_NAME_LENGTH - len(suffix)] + suffix,
-        trainer=job.trainer,
-        dataset=job.dataset,
-        search_space=job.search_space,
-        metric=job.metric,
-        mode=job.mode,
-        fixed_hyperparameters=job.fixed_hyperparameters,
-        num_samples=job.num_samples,
-        max_concurrent_trials=job.max_concurrent_trials,
-        search_algorithm=job.search_algorithm,
-        scheduler=job.scheduler,
-        time_budget_s=job.time_budget_s,
-        cpus_per_trial=job.cpus_per_trial,
-        gpus_per_trial=job.gpus_per_trial,
-        seed=job.seed,
-        max_failed_trials=job.max_failed_trials,
-        max_trial_retries=job.max_trial_retries,
-    )
+    config = JobConfig.from_job(job)
+    name = job.name[: MAX_NAME_LENGTH - len(suffix)] + suffix
+    return tuning_job_create(owner=owner, **config.replace(name=name).as_fields())
+
+
+def tuning_job_rename(*, job: TuningJob, name: str) -> TuningJob:
+    """Change a job's name, the one part of its configuration that may change after creation."""
+    name = JobConfig.field_validate("name", name).strip()
+    TuningJob.objects.filter(pk=job.pk).update(name=name)
+    job.refresh_from_db(fields=["name"])
+    return job

@@ -51,6 +51,7 @@ def stale_work_reap(*, now: datetime | None = None) -> dict[str, int]:
             if taken:
                 tuning_job_finalize(
                     job_id=job.pk,
+                    worker_lost=True,
                     error=f"{WORKER_LOST} {job.attempts} time(s), the limit (MAX_JOB_ATTEMPTS); last: {reason}.",
                 )
                 counts["jobs_failed"] += 1
