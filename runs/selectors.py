@@ -8,13 +8,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from django.db.models import F, FloatField, Max, Min, QuerySet
+from django.db.models import Count, ExpressionWrapper, F, FloatField, IntegerField, Max, Min, Q, QuerySet
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 
 from .models import LogLine, MetricPoint, Run
 
 MAX_ARTIFACTS_LISTED = 1000
+CURVE_MAX_POINTS = 2000
 
 
 def runs_for_list(*, user) -> QuerySet[Run]:
@@ -24,6 +25,44 @@ def runs_for_list(*, user) -> QuerySet[Run]:
         .select_related("owner", "evaluation")
         .annotate(primary_score=F("evaluation__primary_score"))
     )
+
+
+def run_metric_charts(*, run: Run) -> dict:
+    """Every reported metric against the step, at most CURVE_MAX_POINTS points (evenly thinned)."""
+    points = run.metric_points.all()
+    span = points.aggregate(n=Count("id"), first=Min("step"), last=Max("step"))
+    if span["n"] > CURVE_MAX_POINTS:
+        # Thin in the database (every k-th step, and the last one) rather than reading up to
+        # METRIC_MAX_POINTS rows to draw 2,000.
+        stride = -(-(span["last"] - span["first"] + 1) // CURVE_MAX_POINTS)
+        offset = ExpressionWrapper((F("step") - span["first"]) % stride, output_field=IntegerField())
+        points = points.annotate(offset=offset).filter(Q(offset=0) | Q(step=span["last"]))
+    rows = list(points.order_by("step").values_list("step", "values"))
+    names: list[str] = []
+    for _, values in rows:
+        for name in values if isinstance(values, dict) else ():
+            if name not in names:
+                names.append(name)
+    x = [step for step, _ in rows]
+    series = [
+        {"label": name, "values": [v.get(name) if isinstance(v, dict) else None for _, v in rows]} for name in names
+    ]
+    # Losses and scores live on different scales: one chart per family keeps both readable.
+    loss = [s for s in series if "loss" in s["label"]]
+    other = [s for s in series if "loss" not in s["label"]]
+    charts = {}
+    if loss:
+        charts["loss"] = {"kind": "lines", "xInteger": True, "xLabel": "step", "yLabel": "loss", "x": x, "series": loss}
+    if other:
+        charts["scores"] = {
+            "kind": "lines",
+            "xInteger": True,
+            "xLabel": "step",
+            "yLabel": "value",
+            "x": x,
+            "series": other,
+        }
+    return charts
 
 
 def run_metric_best(*, run_id: int, metric: str, mode: str) -> float | None:

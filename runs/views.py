@@ -5,17 +5,16 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Count, ExpressionWrapper, F, IntegerField, Max, Min, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from tunix_rt.htmx import wants_fragment
 
 from .models import Run
+from .selectors import run_metric_charts
 
 RUNS_PER_PAGE = 25
 LOG_TAIL_LINES = 200
-CURVE_MAX_POINTS = 2000
 DETAIL_MAX_ROWS = 100
 POLL_INTERVAL = "2s"
 
@@ -42,44 +41,6 @@ def run_list(request: HttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
-def _metric_curves(run: Run) -> dict:
-    """Every reported metric against the step, at most CURVE_MAX_POINTS points (evenly thinned)."""
-    points = run.metric_points.all()
-    span = points.aggregate(n=Count("id"), first=Min("step"), last=Max("step"))
-    if span["n"] > CURVE_MAX_POINTS:
-        # Thin in the database (every k-th step, and the last one) rather than reading up to
-        # METRIC_MAX_POINTS rows to draw 2,000.
-        stride = -(-(span["last"] - span["first"] + 1) // CURVE_MAX_POINTS)
-        offset = ExpressionWrapper((F("step") - span["first"]) % stride, output_field=IntegerField())
-        points = points.annotate(offset=offset).filter(Q(offset=0) | Q(step=span["last"]))
-    rows = list(points.order_by("step").values_list("step", "values"))
-    names: list[str] = []
-    for _, values in rows:
-        for name in values if isinstance(values, dict) else ():
-            if name not in names:
-                names.append(name)
-    x = [step for step, _ in rows]
-    series = [
-        {"label": name, "values": [v.get(name) if isinstance(v, dict) else None for _, v in rows]} for name in names
-    ]
-    # Losses and scores live on different scales: one chart per family keeps both readable.
-    loss = [s for s in series if "loss" in s["label"]]
-    other = [s for s in series if "loss" not in s["label"]]
-    charts = {}
-    if loss:
-        charts["loss"] = {"kind": "lines", "xInteger": True, "xLabel": "step", "yLabel": "loss", "x": x, "series": loss}
-    if other:
-        charts["scores"] = {
-            "kind": "lines",
-            "xInteger": True,
-            "xLabel": "step",
-            "yLabel": "value",
-            "x": x,
-            "series": other,
-        }
-    return charts
-
-
 @login_required
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """A run: status, hyperparameters, metric curves, evaluation and its log tail (live while running)."""
@@ -100,7 +61,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "log_lines": lines,
         "log_total": (lines[-1].seq if lines else 0),
         "log_tail": LOG_TAIL_LINES,
-        "charts": _metric_curves(run),
+        "charts": run_metric_charts(run=run),
         "details": details,
         "details_total": len(evaluation.details) if evaluation and isinstance(evaluation.details, list) else 0,
         "detail_columns": detail_columns,

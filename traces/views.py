@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from tunix_rt.exceptions import ValidationError
 
 from . import services
+from .api.serializers import TraceDatasetInputSerializer
 from .models import TraceDataset
 from .parsing import MAX_BYTES, MAX_LINE_CHARS, MAX_LINES
 
@@ -20,25 +21,21 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
     services.trace_dataset_builtins_ensure()
     errors: dict = {}
     if request.method == "POST":
-        upload = request.FILES.get("file")
+        # The API's input serializer: the same bounds (file size, fraction) as POST /api/datasets/.
+        form = TraceDatasetInputSerializer(
+            data={
+                "name": request.POST.get("name", "").strip(),
+                "description": request.POST.get("description", ""),
+                "eval_fraction": request.POST.get("eval_fraction") or 0.1,
+                **({"file": request.FILES["file"]} if "file" in request.FILES else {}),
+            }
+        )
         try:
-            if upload is None:
+            if "file" not in request.FILES:
                 raise ValidationError("choose a JSON-lines file", field="file")
-            if upload.size > MAX_BYTES:
-                raise ValidationError(
-                    f"file is {upload.size} bytes; at most {MAX_BYTES} bytes are allowed", field="file"
-                )
-            try:
-                fraction = float(request.POST.get("eval_fraction") or 0.1)
-            except ValueError:
-                raise ValidationError("must be a number between 0 and 1", field="eval_fraction") from None
-            dataset = services.trace_dataset_create(
-                owner=request.user,
-                name=request.POST.get("name", "").strip(),
-                content=upload.read(),
-                eval_fraction=fraction,
-                description=request.POST.get("description", ""),
-            )
+            if not form.is_valid():
+                raise ValidationError("invalid upload", errors=form.errors)
+            dataset = services.trace_dataset_create(owner=request.user, **form.validated_data)
         except ValidationError as exc:
             errors = exc.as_dict()
         else:

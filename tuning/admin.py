@@ -86,11 +86,11 @@ class TuningJobAdmin(admin.ModelAdmin):
         obj.pk = created.pk
         obj.refresh_from_db()
 
-    def _apply(self, request, queryset, service, verb: str) -> None:
+    def _apply(self, request, queryset, service, verb: str, **extra) -> None:
         done = 0
         for job in queryset:
             try:
-                service(job=job)
+                service(job=job, **extra)
                 done += 1
             except TunixRTError as exc:
                 self.message_user(request, f"{job}: {exc.message}", messages.ERROR)
@@ -103,7 +103,7 @@ class TuningJobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request, queryset):
-        self._apply(request, queryset, services.tuning_job_cancel, "Cancelled")
+        self._apply(request, queryset, services.tuning_job_cancel, "Cancelled", by=request.user)
 
     @admin.action(description="Resume selected failed/cancelled jobs (rerun failed trials)")
     def resume_jobs(self, request, queryset):

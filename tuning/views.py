@@ -7,13 +7,10 @@ trigger so polling stops by itself.
 
 from __future__ import annotations
 
-import datetime
-
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -26,8 +23,8 @@ from tunix_rt.htmx import wants_fragment
 from . import services
 from .charts import job_charts, searched_names
 from .forms import JobForm
-from .models import Trial, TuningJob
-from .selectors import trials_for_job, tuning_jobs_with_progress
+from .models import TuningJob
+from .selectors import job_live_progress, trials_for_job, tuning_jobs_with_progress
 
 JOBS_PER_PAGE = 25
 TRIALS_PER_PAGE = 25
@@ -76,37 +73,19 @@ def job_list(request: HttpRequest) -> HttpResponse:
 
 def _job_live_context(request: HttpRequest, job: TuningJob) -> dict:
     """What the live part of the job page shows; a fixed number of queries whatever the trial count."""
-    counts = Trial.objects.for_job(job).aggregate(
-        total=Count("id"),
-        **{status: Count("id", filter=Q(status=status)) for status in Trial.Status.values},
-    )
-    done = sum(counts[s] for s in Trial.TERMINAL_STATUSES)
     sort = _trial_sort(request.GET.get("sort", DEFAULT_TRIAL_SORT))
     page = Paginator(trials_for_job(job, ordering=sort), TRIALS_PER_PAGE).get_page(request.GET.get("page"))
-    best_trial = Trial.objects.best(job.mode).filter(job=job).select_related("run").first()
-    elapsed = job.duration
-    remaining = None
-    if job.is_active and elapsed is not None and done and job.num_samples > done:
-        remaining = elapsed / done * (job.num_samples - done)
-        if job.time_budget_s:  # the experiment ends at its time budget whatever is left
-            remaining = min(
-                remaining, max(datetime.timedelta(0), datetime.timedelta(seconds=job.time_budget_s) - elapsed)
-            )
+    progress = job_live_progress(job)
     query = request.GET.urlencode()
     return {
         "job": job,
         # What the live fragment polls: this page with its sort and page, also after a POST action.
         "page_path": reverse("job_detail", args=[job.pk]),
         "live_url": reverse("job_detail", args=[job.pk]) + (f"?{query}" if query else ""),
-        "counts": counts,
-        "done": done,
-        "total": max(job.num_samples, counts["total"]),
+        **progress,
         "page": page,
         "trials": page.object_list,
         "sort": sort,
-        "best_trial": best_trial,
-        "elapsed": elapsed,
-        "remaining": remaining,
         "searched": searched_names(job),
         "poll_interval": POLL_INTERVAL,
         "chart_poll_interval": CHART_POLL_INTERVAL,
@@ -211,7 +190,7 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     """Cancel the job: queued jobs end at once, running ones stop their trials shortly."""
 
     def perform(job: TuningJob) -> HttpResponse:
-        services.tuning_job_cancel(job=job)
+        services.tuning_job_cancel(job=job, by=request.user)
         messages.success(request, "Cancellation requested: running trials are being stopped.")
         return redirect("job_detail", pk=job.pk)
 

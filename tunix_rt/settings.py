@@ -34,7 +34,6 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Where runs write their output folders, the filesystem broker keeps its messages, Ray keeps
 # experiment state and the SQLite database lives. Must be absolute: Ray trials change directory.
 DATA_DIR = Path(env.str("TUNIX_RT_DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -51,6 +50,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "template_partials",
+    "tunix_rt.apps.TunixRTConfig",
     "runs",
     "tuning",
     "traces",
@@ -127,7 +127,6 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
-STATIC_ROOT.mkdir(exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -182,9 +181,6 @@ SPECTACULAR_SETTINGS = {
 # Celery. Without CELERY_BROKER_URL a filesystem broker under DATA_DIR needs no server.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 _broker_dir = DATA_DIR / "broker"
-if CELERY_BROKER_URL.startswith("filesystem://"):
-    for _folder in ("out", "control", "processed"):
-        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
 CELERY_BROKER_TRANSPORT_OPTIONS = (
     {
         "data_folder_in": str(_broker_dir / "out"),

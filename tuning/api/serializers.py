@@ -73,6 +73,7 @@ class ProgressSerializer(serializers.Serializer):
 
 class TuningJobSerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.get_username", read_only=True)
+    cancelled_by = serializers.CharField(source="cancelled_by.get_username", read_only=True, allow_null=True)
     best_run = RunSummarySerializer(read_only=True, allow_null=True)
     progress = serializers.SerializerMethodField()
 
@@ -82,7 +83,7 @@ class TuningJobSerializer(serializers.ModelSerializer):
             "id", "name", "owner", "trainer", "dataset", "search_space", "fixed_hyperparameters", "metric", "mode",
             "num_samples", "max_concurrent_trials", "search_algorithm", "scheduler", "time_budget_s",
             "cpus_per_trial", "gpus_per_trial", "seed", "max_failed_trials", "max_trial_retries",
-            "status", "cancel_requested", "attempts",
+            "status", "cancel_requested", "cancelled_by", "attempts",
             "error_message", "best_run", "best_hyperparameters", "best_metric_value", "progress", "experiment_path",
             "created_at", "queued_at", "started_at", "finished_at",
         ]  # fmt: skip
@@ -94,11 +95,13 @@ class TuningJobSerializer(serializers.ModelSerializer):
 
 class TrialSerializer(serializers.ModelSerializer):
     run = RunSummarySerializer(read_only=True, allow_null=True)
+    end_description = serializers.CharField(read_only=True, help_text="Why the trial ended, in words.")
 
     class Meta:
         model = Trial
         fields = [
             "id", "number", "ray_trial_id", "status", "hyperparameters", "latest_metric_value", "best_metric_value",
-            "iterations", "error_message", "run", "created_at", "started_at", "finished_at",
+            "iterations", "end_reason", "end_description", "error_message", "run", "created_at", "started_at",
+            "finished_at",
         ]  # fmt: skip
         read_only_fields = fields

@@ -46,7 +46,7 @@ class TuningJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         """Cancel a created/queued job at once, or stop a running one within seconds; 409 if finished."""
-        job = services.tuning_job_cancel(job=self.get_object())
+        job = services.tuning_job_cancel(job=self.get_object(), by=request.user)
         return self._render(job)
 
     @extend_schema(request=None, responses={202: TuningJobSerializer})

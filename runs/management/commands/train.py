@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
@@ -13,6 +12,7 @@ from runs import services
 from runs.execution import execute_run
 from runs.models import Run
 from runs.trainers.registry import get_trainer
+from tunix_rt.commands import command_owner
 from tunix_rt.exceptions import ValidationError
 
 
@@ -90,16 +90,7 @@ class Command(BaseCommand):
         self._print_outcome(run)
 
     def _owner(self, username: str | None):
-        users = get_user_model().objects
-        if username:
-            try:
-                return users.get_by_natural_key(username)
-            except users.model.DoesNotExist:
-                raise CommandError(f"no user named {username!r}") from None
-        owner = users.filter(is_superuser=True).order_by("pk").first()
-        if owner is None:
-            raise CommandError("no superuser to own the run: pass --user, or run `manage.py bootstrap` first")
-        return owner
+        return command_owner(username, what="the run")
 
     def _print_outcome(self, run: Run) -> None:
         if run.status != Run.Status.SUCCEEDED:

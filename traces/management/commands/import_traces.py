@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from traces import services
 from traces.parsing import MAX_BYTES
+from tunix_rt.commands import command_owner
 from tunix_rt.exceptions import ValidationError
 
 
@@ -25,15 +25,7 @@ class Command(BaseCommand):
     def handle(
         self, *args, path: Path, name: str, eval_fraction: float, description: str, owner: str | None, **options
     ):
-        User = get_user_model()
-        if owner:
-            user = User.objects.filter(username=owner).first()
-            if user is None:
-                raise CommandError(f"no user named {owner!r}")
-        else:
-            user = User.objects.filter(is_superuser=True).order_by("pk").first()
-            if user is None:
-                raise CommandError("no admin account yet: pass --owner or run `manage.py bootstrap`")
+        user = command_owner(owner, what="the dataset")
         if not path.is_file():
             raise CommandError(f"{path}: no such file")
         if path.stat().st_size > MAX_BYTES:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from tuning.demo import demo_job_ensure
+from tunix_rt.commands import command_owner
 
 
 class Command(BaseCommand):
@@ -15,11 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--owner", help="username owning the job")
 
     def handle(self, *args, owner: str | None, **options):
-        User = get_user_model()
-        users = User.objects.filter(username=owner) if owner else User.objects.filter(is_superuser=True)
-        user = users.order_by("pk").first()
-        if user is None:
-            raise CommandError(f"no user named {owner!r}" if owner else "no admin yet: run `manage.py bootstrap`")
+        user = command_owner(owner, what="the demo job")
         job, created = demo_job_ensure(owner=user)
         verb = "created" if created else "already exists:"
         self.stdout.write(self.style.SUCCESS(f"demo tuning job {verb} #{job.pk} {job.name!r} (start it from its page)"))

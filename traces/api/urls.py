@@ -1,8 +1,0 @@
-from rest_framework.routers import SimpleRouter
-
-from .views import TraceDatasetViewSet
-
-router = SimpleRouter()
-router.register("datasets", TraceDatasetViewSet, basename="trace-dataset")
-
-urlpatterns = router.urls
