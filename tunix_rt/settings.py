@@ -45,12 +45,12 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
     "template_partials",
+    "accounts",
     "runs",
     "tuning",
     "traces",
@@ -143,7 +143,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = _bounded_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 10
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.authentication.ApiTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "tunix_rt.pagination.Pagination",
@@ -236,6 +236,10 @@ TUNIX_RT = {
     "MAX_ACTIVE_JOBS_PER_USER": _bounded_int("TUNIX_RT_MAX_ACTIVE_JOBS_PER_USER", 5, 1, 10_000),
     # Stand-alone runs (not trials; queued or running) one user may have at once; more answers 429.
     "MAX_ACTIVE_RUNS_PER_USER": _bounded_int("TUNIX_RT_MAX_ACTIVE_RUNS_PER_USER", 10, 1, 10_000),
+    # API tokens (docs/security.md): at most this many per user; new ones expire after this many
+    # days unless their creator chooses (0: never).
+    "MAX_TOKENS_PER_USER": _bounded_int("TUNIX_RT_MAX_TOKENS_PER_USER", 50, 1, 1000),
+    "TOKEN_EXPIRY_DAYS": _bounded_int("TUNIX_RT_TOKEN_EXPIRY_DAYS", 90, 0, 3650),
     # Fault tolerance (docs/operations.md). Running jobs and runs write a heartbeat every
     # HEARTBEAT_INTERVAL_S; a job's lease lasts STALE_AFTER_S from its last heartbeat. The reaper
     # (every REAPER_INTERVAL_S) resumes a job whose lease expired, at most MAX_JOB_ATTEMPTS times
