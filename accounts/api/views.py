@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from axes.utils import reset as axes_reset
 from django.contrib.auth import authenticate
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, parsers, status, viewsets
 from rest_framework.decorators import api_view, authentication_classes, parser_classes, permission_classes
 from rest_framework.exceptions import ValidationError
@@ -18,6 +19,7 @@ from tunix_rt.api import JSONParser
 from .serializers import (
     ApiTokenCreatedSerializer,
     ApiTokenSerializer,
+    DetailSerializer,
     PasswordTokenResponseSerializer,
     PasswordTokenSerializer,
     TokenCreateSerializer,
@@ -57,6 +59,7 @@ class ApiTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     request=PasswordTokenSerializer,
     responses={
         200: PasswordTokenResponseSerializer,
+        429: OpenApiResponse(DetailSerializer, description="Locked after too many failed sign-ins (docs/security.md)."),
     },
 )
 @api_view(["POST"])
@@ -68,8 +71,13 @@ def password_token(request):
     serializer = PasswordTokenSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     data = serializer.validated_data
+    # The Django request, not DRF's wrapper: django-axes flags a locked-out attempt on it, and its
+    # middleware turns this 400 into the locked-out answer (accounts/lockout.py).
     user = authenticate(request._request, username=data["username"], password=data["password"])
     if user is None:
         raise ValidationError({"non_field_errors": ["Unable to log in with provided credentials."]})
+    # A success clears the failure count, as a page sign-in does (AXES_RESET_ON_SUCCESS). That runs on
+    # Django's user_logged_in signal, whose axes handler would open a session: the API needs none.
+    axes_reset(username=user.get_username())
     _, key = services.token_create(user=user, name=data["name"], expires_in_days=services.default_expiry_days())
     return Response({"token": key})
