@@ -127,7 +127,8 @@ def _setup(env: dict[str, str], users: int, watchers: int) -> list[dict]:
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
     from django.contrib.sessions.backends.db import SessionStore
     from django.core.management import call_command
-    from rest_framework.authtoken.models import Token
+
+    from accounts.services import token_create
 
     call_command("migrate", verbosity=0)
     call_command("collectstatic", verbosity=0, interactive=False)
@@ -139,9 +140,8 @@ def _setup(env: dict[str, str], users: int, watchers: int) -> list[dict]:
         session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
         session[HASH_SESSION_KEY] = user.get_session_auth_hash()
         session.create()
-        accounts.append(
-            {"name": user.username, "token": Token.objects.create(user=user).key, "session": session.session_key}
-        )
+        _, key = token_create(user=user, name="load bench", expires_in_days=1)
+        accounts.append({"name": user.username, "token": key, "session": session.session_key})
     from django.db import connections
 
     connections.close_all()

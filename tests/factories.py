@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import secrets
+
 import factory
 from django.contrib.auth import get_user_model
 
+from accounts.models import ApiToken
 from runs.models import Run
 from tuning.models import Trial, TuningJob
 
@@ -48,3 +51,22 @@ class TrialFactory(factory.django.DjangoModelFactory):
     job = factory.SubFactory(TuningJobFactory)
     ray_trial_id = factory.Sequence(lambda n: f"trial_{n:05d}")
     number = factory.Sequence(lambda n: n)
+
+
+class ApiTokenFactory(factory.django.DjangoModelFactory):
+    """A token whose key is on the instance (`token.key`): only its hash is stored."""
+
+    class Meta:
+        model = ApiToken
+
+    user = factory.SubFactory(UserFactory)
+    name = factory.Sequence(lambda n: f"token {n}")
+    key = factory.LazyFunction(lambda: secrets.token_hex(20))
+    key_hash = factory.LazyAttribute(lambda t: ApiToken.hash_key(t.key))
+    prefix = factory.LazyAttribute(lambda t: t.key[: ApiToken.PREFIX_LENGTH])
+
+    @classmethod
+    def _create(cls, model_class, *args, key, **kwargs):
+        token = super()._create(model_class, *args, **kwargs)
+        token.key = key
+        return token

@@ -6,6 +6,7 @@ and an embedded Ray. Production differs only by environment (see docs/operations
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -44,13 +45,14 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
-    "rest_framework.authtoken",
+    "axes",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
     "template_partials",
     "tunix_rt.apps.TunixRTConfig",
+    "accounts",
     "runs",
     "tuning",
     "traces",
@@ -66,6 +68,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes requires: it turns a locked-out sign-in into accounts/lockout.py's answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "tunix_rt.urls"
@@ -115,6 +119,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out account before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
@@ -142,7 +151,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = _bounded_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 10
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.authentication.ApiTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "tunix_rt.pagination.Pagination",
@@ -230,6 +239,10 @@ TUNIX_RT = {
     "MAX_ACTIVE_JOBS_PER_USER": _bounded_int("TUNIX_RT_MAX_ACTIVE_JOBS_PER_USER", 5, 1, 10_000),
     # Stand-alone runs (not trials; queued or running) one user may have at once; more answers 429.
     "MAX_ACTIVE_RUNS_PER_USER": _bounded_int("TUNIX_RT_MAX_ACTIVE_RUNS_PER_USER", 10, 1, 10_000),
+    # API tokens (docs/security.md): at most this many per user; new ones expire after this many
+    # days unless their creator chooses (0: never).
+    "MAX_TOKENS_PER_USER": _bounded_int("TUNIX_RT_MAX_TOKENS_PER_USER", 50, 1, 1000),
+    "TOKEN_EXPIRY_DAYS": _bounded_int("TUNIX_RT_TOKEN_EXPIRY_DAYS", 90, 0, 3650),
     # Fault tolerance (docs/operations.md). Running jobs and runs write a heartbeat every
     # HEARTBEAT_INTERVAL_S; a job's lease lasts STALE_AFTER_S from its last heartbeat. The reaper
     # (every REAPER_INTERVAL_S) resumes a job whose lease expired, at most MAX_JOB_ATTEMPTS times
@@ -272,6 +285,36 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
+
+# Password guessing (docs/security.md): django-axes counts failed sign-ins on every authenticate()
+# call (login page, admin login, POST /api/auth/token/) and locks out past the limit.
+# TUNIX_RT_LOGIN_LOCKOUT_BY: comma-separated "username", "ip_address", or both joined by "+" for the pair.
+_LOCKOUT_PARAMETERS = {"username", "ip_address"}
+
+
+def _lockout_parameters(items: list[str]) -> list[str | list[str]]:
+    parameters: list[str | list[str]] = []
+    for item in items:
+        names = [name.strip() for name in item.split("+")]
+        if not names or set(names) - _LOCKOUT_PARAMETERS:
+            raise environ.ImproperlyConfigured(
+                f"TUNIX_RT_LOGIN_LOCKOUT_BY={item!r}: use username, ip_address or username+ip_address."
+            )
+        parameters.append(names[0] if len(names) == 1 else names)
+    return parameters or ["username"]
+
+
+AXES_FAILURE_LIMIT = _bounded_int("TUNIX_RT_LOGIN_FAILURE_LIMIT", 5, 1, 1000)
+AXES_COOLOFF_TIME = timedelta(minutes=_bounded_int("TUNIX_RT_LOGIN_LOCKOUT_MINUTES", 15, 1, 30 * 24 * 60))
+AXES_LOCKOUT_PARAMETERS = _lockout_parameters(env.list("TUNIX_RT_LOGIN_LOCKOUT_BY", default=["username"]))
+# A failed attempt while locked starts the cool-off again; a successful sign-in clears the count.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = True
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+# axes.W006 asks for ip_address among the lockout parameters. By default we lock the account instead:
+# behind a reverse proxy every client has the proxy's address, so one guesser would lock everybody out.
+# Where the server sees client addresses, add ip_address through TUNIX_RT_LOGIN_LOCKOUT_BY.
+SILENCED_SYSTEM_CHECKS = ["axes.W006"]
 
 # Tuning bounds (docs/tuning.md): parameters per search space, values per choice/grid, and trials
 # per job (num_samples, and grid combinations x num_samples).

@@ -60,9 +60,9 @@ def test_anonymous_requests_are_refused(db):
 
 @pytest.mark.django_db
 def test_token_authentication_works(user):
-    from rest_framework.authtoken.models import Token
+    from tests.factories import ApiTokenFactory
 
-    client = APIClient(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client = APIClient(HTTP_AUTHORIZATION=f"Token {ApiTokenFactory(user=user).key}")
     assert client.get("/api/runs/").status_code == 200
 
 

@@ -7,12 +7,13 @@ import json
 import urllib.request
 
 import pytest
-from rest_framework.authtoken.models import Token
+
+from tests.factories import ApiTokenFactory
 
 
 @pytest.mark.django_db(transaction=True)
 def test_create_run_through_a_real_wsgi_server_returns_201_with_location(live_server, user):
-    token = Token.objects.create(user=user)
+    token = ApiTokenFactory(user=user)
     request = urllib.request.Request(
         f"{live_server.url}/api/runs/",
         data=json.dumps({"trainer": "sklearn-mlp", "dataset": "digits"}).encode(),

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 from django.test import Client
-from rest_framework.authtoken.models import Token
 
-from tests.factories import TuningJobFactory, UserFactory
+from tests.factories import ApiTokenFactory, TuningJobFactory, UserFactory
 from tests.ui.test_job_form import form_data
 from tuning.models import TuningJob
 
@@ -95,7 +94,7 @@ def test_session_run_cancel_needs_the_token(session):
 
 def test_token_authenticated_api_needs_no_csrf():
     user = UserFactory()
-    token = Token.objects.create(user=user)
+    token = ApiTokenFactory(user=user)
     client = Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Token {token.key}")
     response = client.post("/api/tuning/jobs/", GOOD_JOB, content_type="application/json")
     assert response.status_code == 201, response.content

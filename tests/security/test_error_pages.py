@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 from django.test import Client
-from rest_framework.authtoken.models import Token
 
-from tests.factories import TuningJobFactory, UserFactory
+from tests.factories import ApiTokenFactory, TuningJobFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -65,7 +64,7 @@ def test_page_500_shows_nothing_internal(signed_in):
 
 @pytest.mark.urls("tests.security.error_urls")
 def test_api_500_is_json_and_shows_nothing_internal(production):
-    token = Token.objects.create(user=UserFactory())
+    token = ApiTokenFactory(user=UserFactory())
     client = Client(raise_request_exception=False, HTTP_AUTHORIZATION=f"Token {token.key}")
     for method in ("get", "post"):
         response = getattr(client, method)("/api/boom/")
@@ -91,7 +90,7 @@ def test_403_csrf_failure_shows_nothing_internal(production):
 
 
 def test_api_errors_name_fields_but_nothing_internal(production):
-    token = Token.objects.create(user=UserFactory())
+    token = ApiTokenFactory(user=UserFactory())
     client = Client(raise_request_exception=False, HTTP_AUTHORIZATION=f"Token {token.key}")
     for body in ("{not json", '{"search_space": ' + "[" * 10_000 + "]" * 10_000 + "}", '{"name": 5}'):
         response = client.post("/api/tuning/jobs/", body, content_type="application/json")

@@ -5,7 +5,8 @@ route missing from ROUTES, so a new route cannot ship without saying who may use
 covered by a rule (everything under admin/ is staff-only) and each of its routes is requested.
 
 Expectations: anonymous → 401/403 (API) or a login redirect (pages); another user → 404 for any
-object and never sees one in a list; staff see everything; login, logout, the token endpoint and
+object and never sees one in a list; staff see everything but the API tokens of others (personal: they
+revoke them in the admin); login, logout, the password token endpoint and
 health are open.
 """
 
@@ -19,9 +20,8 @@ from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
-from rest_framework.authtoken.models import Token
 
-from tests.factories import RunFactory, TrialFactory, TuningJobFactory, UserFactory
+from tests.factories import ApiTokenFactory, RunFactory, TrialFactory, TuningJobFactory, UserFactory
 from tests.ui.test_job_form import form_data
 from traces.models import TraceDataset
 
@@ -29,13 +29,21 @@ SECRET_JOB = "secret-job-7f3a"
 SECRET_RUN = "secret-run-9c1e"
 SECRET_TRIAL_RUN = "secret-trial-run-4d2b"
 SECRET_DATASET = "secret-dataset-5e8a"
+SECRET_TOKEN = "secret-token-name-2b7c"
 ROLES = ("owner", "other", "staff", "anonymous")
 
 # Scopes: a route about one object of the world (its key in `world`), or a list that must show these
 # names to owner and staff only. A new kind of object: build it in `world`, add it here.
-OBJECT_SCOPES = ("job", "run", "dataset")
-LIST_SECRETS = {"jobs": (SECRET_JOB,), "runs": (SECRET_RUN, SECRET_TRIAL_RUN), "datasets": (SECRET_DATASET,)}
-ALL_SECRETS = (SECRET_JOB, SECRET_RUN, SECRET_TRIAL_RUN, SECRET_DATASET)
+OBJECT_SCOPES = ("job", "run", "dataset", "token")
+LIST_SECRETS = {
+    "jobs": (SECRET_JOB,),
+    "runs": (SECRET_RUN, SECRET_TRIAL_RUN),
+    "datasets": (SECRET_DATASET,),
+    "tokens": (SECRET_TOKEN,),
+}
+ALL_SECRETS = (SECRET_JOB, SECRET_RUN, SECRET_TRIAL_RUN, SECRET_DATASET, SECRET_TOKEN)
+# Personal scopes: staff are just another user there (404, not in lists); they revoke tokens in the admin.
+PERSONAL_SCOPES = ("token", "tokens")
 
 # Access kinds. OPEN: anyone. API: signed-in users, else 401/403. PAGE: signed-in users, else a
 # redirect to the login page.
@@ -77,6 +85,11 @@ ROUTES: dict[str, Route] = {
     "api-auth/logout/": Route(OPEN, requests=(Req("post", ok=(200, 302)),)),
     "api/auth/token/": Route(OPEN, requests=(Req("post", ok=(400,), data={"username": "x", "password": "y"}),)),
     "health/": Route(OPEN),
+    # API tokens: each user's own, for staff too.
+    "accounts/tokens/": Route(PAGE, "tokens", (Req(), Req("post", ok=(200,), data={"name": "matrix token"}))),
+    "accounts/tokens/{pk}/revoke/": Route(PAGE, "token", (Req("post", ok=(302,)),)),
+    "api/auth/tokens/": Route(API, "tokens", (Req(), Req("post", ok=(201,), data={"name": "matrix token"}, json=True))),
+    "api/auth/tokens/{pk}/": Route(API, "token", (Req(), Req("delete", ok=(204,)))),
     # Trace datasets: built-in ones for everyone, uploads for their owner (and staff).
     "api/datasets/": Route(API, "datasets"),
     "api/datasets/{pk}/": Route(API, "dataset"),
@@ -188,7 +201,9 @@ def world(db, settings, tmp_path):
     dataset = TraceDataset.objects.create(
         owner=owner, name=SECRET_DATASET, content_hash="x", train_count=1, eval_count=1
     )
-    return {"owner": owner, "other": other, "staff": staff, "job": job, "run": run, "dataset": dataset}
+    token = ApiTokenFactory(user=owner, name=SECRET_TOKEN)
+    ApiTokenFactory(user=other, name="other's token")
+    return {"owner": owner, "other": other, "staff": staff, "job": job, "run": run, "dataset": dataset, "token": token}
 
 
 def _client(role: str, world) -> Client:
@@ -210,6 +225,8 @@ def _send(client: Client, url: str, req: Req):
     headers = {"HX-Request": "true"} if req.htmx else {}
     if req.method == "get":
         return client.get(url, headers=headers)
+    if req.method == "delete":
+        return client.delete(url, headers=headers)
     if req.json:
         return client.post(url, req.data or {}, content_type="application/json", headers=headers)
     return client.post(url, req.data or {}, headers=headers)
@@ -223,6 +240,11 @@ def _body(response) -> str:
 
 def _secrets(scope: str | None) -> tuple[str, ...]:
     return LIST_SECRETS.get(scope or "", ())
+
+
+def _is_outsider(role: str, scope: str | None) -> bool:
+    """Someone who must not see the world's object: another user, or staff where the scope is personal."""
+    return role == "other" or role == "staff" and scope in PERSONAL_SCOPES
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -246,14 +268,14 @@ def test_route_permissions(route, role, world):
                 assert secret not in body, what
             continue
 
-        if role == "other" and spec.scope in OBJECT_SCOPES:
+        if _is_outsider(role, spec.scope) and spec.scope in OBJECT_SCOPES:
             assert response.status_code == 404, what
             continue
 
         assert response.status_code in req.ok, f"{what}: {response.status_code} {body[:300]}"
         if req.method == "get":
             for secret in _secrets(spec.scope):
-                if role == "other":
+                if _is_outsider(role, spec.scope):
                     assert secret not in body, f"{what} shows another user's {secret}"
                 else:
                     assert secret in body, f"{what} does not show {secret}"
@@ -293,7 +315,6 @@ def _admin_urls(world) -> list[str]:
 
 @pytest.mark.parametrize("role", ROLES)
 def test_admin_is_staff_only(role, world):
-    Token.objects.create(user=world["owner"])
     urls = _admin_urls(world)
     assert len(urls) > 40
     for url in urls:
@@ -321,7 +342,7 @@ def test_admin_login_is_open(url, client):
 
 def test_token_authenticated_other_user_gets_404(world):
     """The same object checks apply to token-authenticated scripts."""
-    token = Token.objects.create(user=world["other"])
+    token = ApiTokenFactory(user=world["other"])
     client = Client(HTTP_AUTHORIZATION=f"Token {token.key}")
     assert client.get(f"/api/tuning/jobs/{world['job'].pk}/").status_code == 404
     assert client.get(f"/api/runs/{world['run'].pk}/").status_code == 404

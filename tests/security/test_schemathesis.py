@@ -10,10 +10,9 @@ from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, settings
-from rest_framework.authtoken.models import Token
 from schemathesis.specs.openapi import checks as openapi_checks
 
-from tests.factories import RunFactory, TrialFactory, TuningJobFactory, UserFactory
+from tests.factories import ApiTokenFactory, RunFactory, TrialFactory, TuningJobFactory, UserFactory
 
 # The schema as /api/schema/ serves it (that route needs a signed-in user; generating it here is the same code).
 schema = schemathesis.openapi.from_dict(SchemaGenerator().get_schema(request=None, public=True))
@@ -36,7 +35,7 @@ def _token() -> str:
     for _ in range(2):
         job = TuningJobFactory(owner=user)
         TrialFactory(job=job, run=RunFactory(owner=user))
-    return Token.objects.create(user=user).key
+    return ApiTokenFactory(user=user).key
 
 
 @schema.parametrize()
