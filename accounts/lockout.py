@@ -13,7 +13,8 @@ from datetime import timedelta
 from axes.helpers import get_cool_off
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from tunix_rt.errors import API_PREFIX
+
+from tunix_rt.error_pages import API_PREFIX
 
 LOCKED_STATUS = 429
 
