@@ -129,7 +129,9 @@ def celery_worker(django_db_setup, django_db_blocker):
 
     _require_broker()
     app.control.purge()  # messages left by an aborted earlier session would hit the new database
-    worker = WorkerProcess(name=f"test-worker-{os.getpid()}").start()
+    # One fake GPU in the worker's embedded Ray, so GPU requests reach Ray's scheduler on machines
+    # without one (tests/tuning/test_trial_environment.py); trials asking for none see no GPU.
+    worker = WorkerProcess(name=f"test-worker-{os.getpid()}", extra_env={"RAY_NUM_GPUS": "1"}).start()
     yield worker
     worker.stop()
 
