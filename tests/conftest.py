@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import hypothesis
 import psutil
 import pytest
 from django.conf import settings
@@ -19,6 +20,13 @@ from rest_framework.test import APIClient
 from tests.factories import UserFactory
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Property-based and schema tests (hypothesis, schemathesis): derandomized in CI, so that a red run
+# is reproduced by running it again; random elsewhere, to keep finding new cases. Loaded before the
+# test modules are imported: their @settings inherit from the profile. docs/security.md says more.
+hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis.settings.register_profile("random", derandomize=False)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "random"))
 
 
 def test_database_url() -> str:
