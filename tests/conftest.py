@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import hypothesis
 import psutil
 import pytest
 from django.conf import settings
@@ -19,6 +20,13 @@ from rest_framework.test import APIClient
 from tests.factories import UserFactory
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Property-based and schema tests (hypothesis, schemathesis): derandomized in CI, so that a red run
+# is reproduced by running it again; random elsewhere, to keep finding new cases. Loaded before the
+# test modules are imported: their @settings inherit from the profile. docs/security.md says more.
+hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis.settings.register_profile("random", derandomize=False)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "random"))
 
 
 def test_database_url() -> str:
@@ -129,7 +137,9 @@ def celery_worker(django_db_setup, django_db_blocker):
 
     _require_broker()
     app.control.purge()  # messages left by an aborted earlier session would hit the new database
-    worker = WorkerProcess(name=f"test-worker-{os.getpid()}").start()
+    # One fake GPU in the worker's embedded Ray, so GPU requests reach Ray's scheduler on machines
+    # without one (tests/tuning/test_trial_environment.py); trials asking for none see no GPU.
+    worker = WorkerProcess(name=f"test-worker-{os.getpid()}", extra_env={"RAY_NUM_GPUS": "1"}).start()
     yield worker
     worker.stop()
 

@@ -219,6 +219,11 @@ CELERY_TASK_IGNORE_RESULT = True
 # Ray: an existing cluster address, or empty for an embedded local cluster in the tuning worker.
 RAY_ADDRESS = env.str("RAY_ADDRESS", default="")
 RAY_NUM_CPUS = env.int("RAY_NUM_CPUS", default=0) or None
+# GPUs the embedded cluster announces (0: Ray detects them). Lets a machine without a GPU test
+# GPU requests with a fake count; Ray then sets CUDA_VISIBLE_DEVICES for each trial.
+RAY_NUM_GPUS = env.float("RAY_NUM_GPUS", default=0.0) or None
+# Ray's usage statistics (posted to Ray's collection server) stay off unless a user opts in.
+RAY_USAGE_STATS = env.bool("TUNIX_RT_RAY_USAGE_STATS", default=False)
 
 TUNIX_RT = {
     # The trainer the new-job form opens with.

@@ -94,7 +94,13 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         description="Validates the trainer, dataset and hyperparameters, stores the run as `queued` "
         "and enqueues it on a worker. Nothing is written when the input is invalid.",
         request=RunCreateSerializer,
-        responses={201: RunDetailSerializer, **ERRORS},
+        responses={
+            201: RunDetailSerializer,
+            **ERRORS,
+            429: OpenApiResponse(
+                OpenApiTypes.OBJECT, description="You already have MAX_ACTIVE_RUNS_PER_USER queued or running runs."
+            ),
+        },
     )
     def create(self, request):
         data = RunCreateSerializer(data=request.data)

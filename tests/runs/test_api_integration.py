@@ -64,7 +64,7 @@ def test_running_run_cancelled_through_the_api_ends_cancelled(client):
     response = client.post(f"{url}cancel/")
 
     assert response.status_code == 202
-    run = wait_for_status(client, url, {"succeeded", "failed", "cancelled"}, timeout=15)
+    run = wait_for_status(client, url, {"succeeded", "failed", "cancelled"}, timeout=60)
     assert run["status"] == "cancelled"
     assert run["last_step"] < 200
     assert run["evaluation"] is None
@@ -91,6 +91,6 @@ def test_command_run_cancelled_through_the_api_leaves_no_process_behind(client):
 
     assert client.post(f"{url}cancel/").status_code == 202
 
-    run = wait_for_status(client, url, {"succeeded", "failed", "cancelled"}, timeout=15)
+    run = wait_for_status(client, url, {"succeeded", "failed", "cancelled"}, timeout=60)
     assert run["status"] == "cancelled"
     assert_processes_gone([int(pid) for pid in pids])

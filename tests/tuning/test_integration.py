@@ -200,7 +200,9 @@ def test_start_twice_is_409_and_runs_one_experiment(celery_worker, api_client):
     assert api_client.post(f"{JOBS}{job.pk}/start/").status_code == 409
     run_tuning_job_task.delay(job.pk)  # a duplicate delivery of the task: claimed once only
     job = wait_until_finished(job)
-    time.sleep(1)  # give the duplicate delivery time to (not) run
+    # The solo worker takes the duplicate after the job: wait until it has refused it.
+    refused = f"tuning job {job.pk} is not queued; not running it"
+    wait_for(lambda: refused in celery_worker.log_path.read_text(errors="replace"), message="the duplicate refused")
 
     assert job.status == TuningJob.Status.SUCCEEDED, job.error_message
     assert Trial.objects.filter(job=job).count() == 2
@@ -208,7 +210,12 @@ def test_start_twice_is_409_and_runs_one_experiment(celery_worker, api_client):
     assert TuningJob.objects.get(pk=job.pk).status == TuningJob.Status.SUCCEEDED
 
 
-def test_cancel_running_job_ends_it_within_10s_with_no_trainer_left(celery_worker, api_client):
+# "Within seconds" (the API says so): the stopper polls every 0.5 s. The bound leaves a margin for a
+# loaded 2-core machine; without a cancel the job would train for minutes.
+CANCEL_BOUND_S = 30
+
+
+def test_cancel_running_job_ends_it_within_seconds_with_no_trainer_left(celery_worker, api_client):
     job = start_job(
         api_client,
         search_space={"learning_rate": {"type": "loguniform", "low": 1e-3, "high": 1e-1}},
@@ -226,10 +233,12 @@ def test_cancel_running_job_ends_it_within_10s_with_no_trainer_left(celery_worke
     cancelled_at = time.monotonic()
     response = api_client.post(f"{JOBS}{job.pk}/cancel/")
     assert response.status_code == 200 and response.json()["cancel_requested"]
-    wait_for(lambda: TuningJob.objects.get(pk=job.pk).is_terminal, timeout=10, interval=0.1, message="the cancel")
+    wait_for(
+        lambda: TuningJob.objects.get(pk=job.pk).is_terminal, timeout=CANCEL_BOUND_S, interval=0.1, message="the cancel"
+    )
     wait_for(
         lambda: not trainer_processes(celery_worker),
-        timeout=max(0.5, 10 - (time.monotonic() - cancelled_at)),
+        timeout=max(0.5, CANCEL_BOUND_S - (time.monotonic() - cancelled_at)),
         interval=0.1,
         message="no trainer process left",
     )
@@ -269,20 +278,21 @@ def test_time_budget_ends_the_experiment_and_keeps_finished_trials(celery_worker
         api_client,
         trainer="test-quick",
         dataset="none",
-        search_space={"epochs": {"type": "grid", "values": [1, 5000]}},
+        # The long trial would take 100000 x 5 ms = 500 s: only the budget can end it within the bound.
+        search_space={"epochs": {"type": "grid", "values": [1, 100_000]}},
         fixed_hyperparameters={"epoch_delay_s": 0.005},
         search_algorithm="grid",
         num_samples=1,
         time_budget_s=6,
     )
-    job = wait_until_finished(job, timeout=60)
+    job = wait_until_finished(job, timeout=120)
 
     assert job.status == TuningJob.Status.SUCCEEDED, job.error_message
-    short, long = (Trial.objects.select_related("run").get(job=job, hyperparameters__epochs=n) for n in (1, 5000))
+    short, long = (Trial.objects.select_related("run").get(job=job, hyperparameters__epochs=n) for n in (1, 100_000))
     assert short.status == Trial.Status.SUCCEEDED and job.best_run_id == short.run_id
     assert long.status in (Trial.Status.STOPPED, Trial.Status.CANCELLED)
     assert long.run.status == Run.Status.CANCELLED and long.run.metric_points.exists()
-    assert (job.finished_at - job.started_at).total_seconds() < 20
+    assert (job.finished_at - job.started_at).total_seconds() < 120  # a 6 s budget (+ a cold Ray), not 500 s
 
 
 def test_too_many_failed_trials_stop_the_job(celery_worker, api_client):

@@ -3,6 +3,7 @@ Celery worker and its Ray trial processes load them too."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -39,5 +40,46 @@ class QuickTrainer(Trainer):
         return EvaluationResult(metrics={"score": float(state)}, primary_metric="score")
 
 
+class EnvironmentTrainer(Trainer):
+    """Logs the environment the trial process sees (ENV_NAMES), and with `await_running` > 0 waits
+    until that many runs of its job have begun while it runs (so they trained at once: a condition,
+    not a duration), then reports."""
+
+    name = "test-env"
+    datasets = ("none",)
+    default_metric = "score"
+    default_mode = "max"
+    metrics = ("score",)
+    hyperparameters = (
+        HyperParameter("x", "float", 0.5, low=0.0, high=1.0),
+        HyperParameter("await_running", "int", 0, low=0, high=16),
+    )
+    ENV_NAMES = ("CUDA_VISIBLE_DEVICES", "RAY_USAGE_STATS_ENABLED")
+    AWAIT_TIMEOUT_S = 120
+
+    def train(self, ctx: RunContext) -> Any:
+        from runs.models import Run
+
+        for name in self.ENV_NAMES:
+            ctx.log(f"env {name}={os.environ.get(name, '<unset>')}")
+        wanted = ctx.hyperparameters["await_running"]
+        if wanted:
+            job_id = Run.objects.filter(pk=ctx.run_id).values_list("trial__job_id", flat=True).get()
+            deadline = time.monotonic() + self.AWAIT_TIMEOUT_S
+            # Runs of the job that began, counted while this one still runs: those that began
+            # before it stay counted even if they already ended, so the barrier cannot be missed.
+            started = Run.objects.filter(trial__job_id=job_id, started_at__isnull=False)
+            while (seen := started.count()) < wanted:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {seen} of {wanted} runs ever trained at once")
+                time.sleep(0.1)
+            ctx.log(f"saw {seen} runs of job {job_id} begin while this one ran")
+        ctx.report(1, {"score": ctx.hyperparameters["x"]})
+        return ctx.hyperparameters["x"]
+
+    def evaluate(self, ctx: RunContext, state: Any) -> EvaluationResult:
+        return EvaluationResult(metrics={"score": float(state)}, primary_metric="score")
+
+
 def load_trainers() -> list[Trainer]:
-    return [QuickTrainer()]
+    return [QuickTrainer(), EnvironmentTrainer()]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -11,6 +12,17 @@ from tuning import selectors, services
 from tuning.models import TuningJob
 
 from .serializers import TrialSerializer, TuningJobCreateSerializer, TuningJobSerializer
+
+
+def _refusal(description: str) -> OpenApiResponse:
+    return OpenApiResponse(OpenApiTypes.OBJECT, description=f'`{{"detail": "message"}}`: {description}')
+
+
+# The refusals the transition services raise (tunix_rt.exceptions), documented so that clients and
+# the schema tests know every status code a transition answers.
+NOT_NOW = {409: _refusal("the job's status forbids this transition.")}
+NO_BROKER = {503: _refusal("Ray is not installed or the task broker is unreachable; nothing changed.")}
+TOO_MANY = {429: _refusal("you already have MAX_ACTIVE_JOBS_PER_USER queued or running jobs.")}
 
 
 class TuningJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -35,21 +47,21 @@ class TuningJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         job = services.tuning_job_create(owner=request.user, **serializer.validated_data)
         return self._render(job, status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses={202: TuningJobSerializer})
+    @extend_schema(request=None, responses={202: TuningJobSerializer, **NOT_NOW, **TOO_MANY, **NO_BROKER})
     @action(detail=True, methods=["post"])
     def start(self, request, pk=None):
         """Queue the job's experiment (202); 409 unless `created`, 503 without Ray or broker."""
         job = services.tuning_job_start(job=self.get_object())
         return self._render(job, status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=None, responses={200: TuningJobSerializer})
+    @extend_schema(request=None, responses={200: TuningJobSerializer, **NOT_NOW})
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         """Cancel a created/queued job at once, or stop a running one within seconds; 409 if finished."""
         job = services.tuning_job_cancel(job=self.get_object(), by=request.user)
         return self._render(job)
 
-    @extend_schema(request=None, responses={202: TuningJobSerializer})
+    @extend_schema(request=None, responses={202: TuningJobSerializer, **NOT_NOW, **NO_BROKER})
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
         """Resume a failed/cancelled job from Ray's saved state, rerunning its failed trials (202);

@@ -55,7 +55,13 @@ def trial_env() -> dict[str, str]:
     paths = [str(settings.BASE_DIR), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
+    env["RAY_USAGE_STATS_ENABLED"] = usage_stats_flag()
     return env
+
+
+def usage_stats_flag() -> str:
+    """RAY_USAGE_STATS_ENABLED for this worker and its trials: off unless TUNIX_RT_RAY_USAGE_STATS."""
+    return "1" if settings.RAY_USAGE_STATS else "0"
 
 
 def ensure_ray() -> None:
@@ -65,10 +71,12 @@ def ensure_ray() -> None:
             return
         # How often Tune saves the experiment state a resumed job continues from.
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(settings.TUNIX_RT["EXPERIMENT_CHECKPOINT_S"]))
+        # Read by ray.init (and by the processes it starts): no usage report leaves the machine.
+        os.environ["RAY_USAGE_STATS_ENABLED"] = usage_stats_flag()
         address = settings.RAY_ADDRESS or "local"
         kwargs: dict[str, Any] = {}
         if address == "local":
-            kwargs.update(num_cpus=settings.RAY_NUM_CPUS, include_dashboard=False)
+            kwargs.update(num_cpus=settings.RAY_NUM_CPUS, num_gpus=settings.RAY_NUM_GPUS, include_dashboard=False)
         in_main_thread = threading.current_thread() is threading.main_thread()
         previous_sigterm = signal.getsignal(signal.SIGTERM) if in_main_thread else None
         ray.init(
