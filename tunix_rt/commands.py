@@ -16,5 +16,7 @@ def command_owner(username: str | None, *, what: str = "it"):
         return user
     user = users.filter(is_superuser=True).order_by("pk").first()
     if user is None:
-        raise CommandError(f"no superuser to own {what}: name a user, or run `manage.py bootstrap` first")
+        raise CommandError(
+            f"no admin yet: run `manage.py bootstrap` first, or name a user (no superuser to own {what})"
+        )
     return user
