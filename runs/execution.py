@@ -19,7 +19,7 @@ from tunix_rt.heartbeat import Heartbeat
 
 from . import services
 from .models import Run
-from .trainers.base import RunCancelled, RunContext, TrainingFailed
+from .trainers.base import RunCancelled, RunContext, RunStoppedEarly, TrainingFailed
 from .trainers.registry import get_trainer
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ class _Recorder:
         self.cancelled = False
         self.max_points = settings.TUNIX_RT["METRIC_MAX_POINTS"]
         self.steps: set[int] = set()
+        self.last_step: int | None = None
+        self.stopped_early = False
 
     def report(self, step: int, metrics: dict[str, float]) -> None:
         # A step reported again overwrites its point (replayed trials): only new steps count.
@@ -52,9 +54,14 @@ class _Recorder:
         elif len(self.steps) == self.max_points:
             self.steps.add(step)  # past the limit once: say so once
             self.log(f"metric point limit reached ({self.max_points} steps); later steps are not stored", "system")
+        self.last_step = step
         self._maybe_flush()
         if self.on_report is not None:
-            self.on_report(step, metrics)
+            try:
+                self.on_report(step, metrics)
+            except RunStoppedEarly:
+                self.stopped_early = True
+                raise
 
     def log(self, text: str, stream: str = "stdout") -> None:
         for line in text.splitlines() or [""]:
@@ -120,10 +127,21 @@ def _execute(run: Run, on_report: Callable[[int, dict[str, float]], None] | None
         state = trainer.train(ctx)
         if recorder.should_stop():
             raise RunCancelled()
+        stopped_early = recorder.stopped_early
+        if stopped_early:
+            recorder.log("stopped early by the tuning scheduler; evaluating the model trained so far", "system")
         result = trainer.evaluate(ctx, state)
         recorder.log(f"evaluation: {result.primary_metric}={result.primary_score:.6g} {result.metrics}", "system")
         recorder.flush()
-        services.run_finish(run_id=run_id, result=result)
+        services.run_finish(run_id=run_id, result=result, stopped_early=stopped_early)
+    except RunStoppedEarly:
+        message = (
+            f"Stopped early by the tuning scheduler at step {recorder.last_step}; "
+            "this trainer cannot evaluate a partly trained model."
+        )
+        recorder.log(message, "system")
+        recorder.flush()
+        services.run_end(run_id=run_id, status=Run.Status.STOPPED, message=message)
     except RunCancelled:
         recorder.log("cancelled on request", "system")
         recorder.flush()

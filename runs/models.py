@@ -19,11 +19,14 @@ class Run(TimedMixin, models.Model):
         QUEUED = "queued"
         RUNNING = "running"
         SUCCEEDED = "succeeded"
+        # A tuning scheduler stopped it early: its metrics are kept, and it is evaluated when its
+        # trainer can evaluate the model it had.
+        STOPPED = "stopped", "Stopped early"
         FAILED = "failed"
         CANCELLED = "cancelled"
 
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
-    TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    TERMINAL_STATUSES = (Status.SUCCEEDED, Status.STOPPED, Status.FAILED, Status.CANCELLED)
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runs")
     name = models.CharField(max_length=200, blank=True)
@@ -52,7 +55,7 @@ class Run(TimedMixin, models.Model):
         indexes = [models.Index(fields=["owner", "-created_at"])]
         constraints = [
             models.CheckConstraint(
-                condition=Q(finished_at__isnull=True) | Q(status__in=["succeeded", "failed", "cancelled"]),
+                condition=Q(finished_at__isnull=True) | Q(status__in=["succeeded", "stopped", "failed", "cancelled"]),
                 name="run_finished_only_when_terminal",
             ),
         ]

@@ -106,7 +106,7 @@ def run_reset(*, run_id: int) -> bool:
     is never reset."""
     return bool(
         Run.objects.filter(pk=run_id)
-        .exclude(status__in=[Run.Status.QUEUED, Run.Status.SUCCEEDED])
+        .exclude(status__in=[Run.Status.QUEUED, Run.Status.SUCCEEDED, Run.Status.STOPPED])
         .update(
             status=Run.Status.QUEUED,
             started_at=None,
@@ -180,8 +180,9 @@ def run_logs_append(*, run_id: int, lines: Iterable[tuple[str, str]]) -> None:
             Run.objects.filter(pk=run_id).update(log_lines_dropped=F("log_lines_dropped") + skipped)
 
 
-def run_finish(*, run_id: int, result: EvaluationResult) -> Run:
-    """Mark a running run succeeded and store its evaluation (exactly once)."""
+def run_finish(*, run_id: int, result: EvaluationResult, stopped_early: bool = False) -> Run:
+    """Mark a running run succeeded (or `stopped` early by a scheduler) and store its evaluation
+    (exactly once)."""
     score = result.primary_score
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run_id)
@@ -194,15 +195,16 @@ def run_finish(*, run_id: int, result: EvaluationResult) -> Run:
             primary_score=score,
             details=result.details,
         )
-        run.status = Run.Status.SUCCEEDED
+        run.status = Run.Status.STOPPED if stopped_early else Run.Status.SUCCEEDED
         run.finished_at = timezone.now()
         run.save(update_fields=["status", "finished_at"])
     return run
 
 
 def run_end(*, run_id: int, status: str, message: str = "", traceback: str = "") -> bool:
-    """End a run that is not yet terminal as failed or cancelled. False if it already ended."""
-    if status not in (Run.Status.FAILED, Run.Status.CANCELLED):
+    """End a run that is not yet terminal as failed, cancelled or stopped early (without an
+    evaluation). False if it already ended."""
+    if status not in (Run.Status.FAILED, Run.Status.CANCELLED, Run.Status.STOPPED):
         raise ValueError(status)
     return bool(
         Run.objects.filter(pk=run_id, status__in=Run.ACTIVE_STATUSES).update(
@@ -211,6 +213,14 @@ def run_end(*, run_id: int, status: str, message: str = "", traceback: str = "")
             error_traceback=traceback[-20_000:],
             finished_at=timezone.now(),
         )
+    )
+
+
+def runs_stopped_close(*, runs: QuerySet[Run], message: str) -> int:
+    """End these runs, where still active, as stopped early without an evaluation: their trial
+    was stopped by a scheduler and the experiment ended before they could be evaluated."""
+    return runs.filter(status__in=Run.ACTIVE_STATUSES).update(
+        status=Run.Status.STOPPED, error_message=message[:10_000], finished_at=timezone.now()
     )
 
 

@@ -7,6 +7,10 @@ trigger so polling stops by itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -161,63 +165,51 @@ def _form_choices() -> dict:
     }
 
 
-def _action(request: HttpRequest, pk: int, perform) -> HttpResponse:
-    job = _visible_job(request, pk)
-    try:
-        result = perform(job)
-    except (InvalidTransition, LimitExceeded, ServiceUnavailable) as exc:
-        job.refresh_from_db()  # its state now
-        return _render_job(request, job, status=exc.status_code, action_error=exc.message)
-    return result
+@dataclass(frozen=True)
+class JobAction:
+    """A POST action on a job page: the service it calls (with the job and the user) and what the
+    user is told. A refused transition re-renders the page with the reason and its status code."""
+
+    perform: Callable[[TuningJob, Any], TuningJob]
+    message: str
+
+    def view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        job = _visible_job(request, pk)
+        try:
+            target = self.perform(job, request.user)
+        except (InvalidTransition, LimitExceeded, ServiceUnavailable) as exc:
+            job.refresh_from_db()  # its state now
+            return _render_job(request, job, status=exc.status_code, action_error=exc.message)
+        messages.success(request, self.message.format(name=job.name))
+        return redirect("job_detail", pk=target.pk)
+
+
+JOB_ACTIONS = {
+    # Queue the job's experiment (409 if it is not in a startable state).
+    "start": JobAction(
+        lambda job, user: services.tuning_job_start(job=job),
+        "Job started. Trials appear below as they are scheduled.",
+    ),
+    # Queued jobs end at once, running ones stop their trials shortly.
+    "cancel": JobAction(
+        lambda job, user: services.tuning_job_cancel(job=job, by=user),
+        "Cancellation requested: running trials are being stopped.",
+    ),
+    # Rerun a failed or cancelled job's failed trials, keep the finished ones.
+    "resume": JobAction(
+        lambda job, user: services.tuning_job_resume(job=job),
+        "Job resumed: failed trials run again; finished trials are kept.",
+    ),
+    # Copy the job's definition into a new job owned by the user (not started).
+    "clone": JobAction(
+        lambda job, user: services.tuning_job_clone(job=job, owner=user),
+        "Cloned “{name}” as a new job. Press Start to run it.",
+    ),
+}
 
 
 @login_required
 @require_POST
-def job_start(request: HttpRequest, pk: int) -> HttpResponse:
-    """Queue the job's experiment (409 if it is not in a startable state)."""
-
-    def perform(job: TuningJob) -> HttpResponse:
-        services.tuning_job_start(job=job)
-        messages.success(request, "Job started. Trials appear below as they are scheduled.")
-        return redirect("job_detail", pk=job.pk)
-
-    return _action(request, pk, perform)
-
-
-@login_required
-@require_POST
-def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
-    """Cancel the job: queued jobs end at once, running ones stop their trials shortly."""
-
-    def perform(job: TuningJob) -> HttpResponse:
-        services.tuning_job_cancel(job=job, by=request.user)
-        messages.success(request, "Cancellation requested: running trials are being stopped.")
-        return redirect("job_detail", pk=job.pk)
-
-    return _action(request, pk, perform)
-
-
-@login_required
-@require_POST
-def job_resume(request: HttpRequest, pk: int) -> HttpResponse:
-    """Resume a failed or cancelled job: rerun its failed trials, keep the finished ones."""
-
-    def perform(job: TuningJob) -> HttpResponse:
-        services.tuning_job_resume(job=job)
-        messages.success(request, "Job resumed: failed trials run again; finished trials are kept.")
-        return redirect("job_detail", pk=job.pk)
-
-    return _action(request, pk, perform)
-
-
-@login_required
-@require_POST
-def job_clone(request: HttpRequest, pk: int) -> HttpResponse:
-    """Copy the job's definition into a new job owned by the user (not started)."""
-
-    def perform(job: TuningJob) -> HttpResponse:
-        clone = services.tuning_job_clone(job=job, owner=request.user)
-        messages.success(request, f"Cloned “{job.name}” as a new job. Press Start to run it.")
-        return redirect("job_detail", pk=clone.pk)
-
-    return _action(request, pk, perform)
+def job_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """Start, cancel, resume or clone the job (JOB_ACTIONS), then show the job (or its clone)."""
+    return JOB_ACTIONS[action].view(request, pk)

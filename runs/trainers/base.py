@@ -101,6 +101,13 @@ class RunCancelled(Exception):
     """Raised inside a run when its cancellation was requested."""
 
 
+class RunStoppedEarly(RunCancelled):
+    """Raised by `ctx.report` when a tuning scheduler stopped the run's trial early. A trainer that
+    can evaluate the model it has catches it in its loop and returns its state: the run is then
+    evaluated and ends `stopped` with its evaluation. Left uncaught, the run ends `stopped`
+    without one (like a cancel, but not a user's)."""
+
+
 class TrainingFailed(Exception):
     """A trainer's own account of why a run failed. The run's error message is `str(exc)` as is,
     and its traceback excerpt is `detail` (e.g. the tail of a command's stderr), not the Python
@@ -134,7 +141,8 @@ class RunContext:
         self._should_stop = should_stop
 
     def report(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Record the metrics of one step (epoch). Raises RunCancelled if the run was cancelled."""
+        """Record the metrics of one step (epoch). Raises RunCancelled if the run was cancelled,
+        RunStoppedEarly if a tuning scheduler stopped it."""
         self._report(step, {k: float(v) for k, v in metrics.items()})
         if self._should_stop():
             raise RunCancelled()

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .base import EvaluationResult, HyperParameter, RunContext, Trainer
+from .base import EvaluationResult, HyperParameter, RunContext, RunStoppedEarly, Trainer
 
 # A fixed split seed keeps the held-out test set identical across runs, so scores compare.
 SPLIT_SEED = 20261127
@@ -117,7 +117,11 @@ class SklearnMLPTrainer(Trainer):
             ctx.log(
                 f"epoch {epoch}: train_loss={train_loss:.4f} val_loss={val_loss:.4f} val_accuracy={val_accuracy:.4f}"
             )
-            ctx.report(epoch, {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy})
+            try:
+                ctx.report(epoch, {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy})
+            except RunStoppedEarly:
+                break  # a scheduler stopped the trial: the model so far is evaluated
+
             if hp["epoch_delay_s"]:
                 time.sleep(hp["epoch_delay_s"])
         with open(ctx.output_dir / "model.pkl", "wb") as fh:

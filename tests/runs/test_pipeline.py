@@ -49,3 +49,41 @@ def test_run_executes_on_a_real_celery_worker(celery_worker, user):
     assert run.status == Run.Status.SUCCEEDED, run.error_message
     assert run.metric_points.count() == 3
     assert run.evaluation.primary_score > 0.5
+
+
+def _stopped_at(step: int):
+    """An on_report hook standing in for Tune's scheduler: it stops the trial at `step`."""
+    from runs.trainers.base import RunStoppedEarly
+
+    def on_report(reported: int, metrics: dict) -> None:
+        if reported >= step:
+            raise RunStoppedEarly()
+
+    return on_report
+
+
+@pytest.mark.django_db
+def test_a_run_stopped_early_keeps_its_metrics_and_is_evaluated_when_its_trainer_can(user):
+    run = services.run_create(
+        owner=user, trainer="sklearn-mlp", dataset="digits", hyperparameters={"epochs": 10}, enqueue=False
+    )
+
+    run = execute_run(run.pk, on_report=_stopped_at(3))
+
+    assert run.status == Run.Status.STOPPED
+    assert list(run.metric_points.values_list("step", flat=True)) == [1, 2, 3]
+    assert run.evaluation.primary_metric == "accuracy" and run.evaluation.primary_score > 0.5
+    assert run.log_lines.filter(text__startswith="stopped early by the tuning scheduler").exists()
+
+
+@pytest.mark.django_db
+def test_a_run_stopped_early_whose_trainer_cannot_evaluate_ends_stopped_without_evaluation(user):
+    run = services.run_create(
+        owner=user, trainer="quadratic", dataset="bowl", hyperparameters={"epochs": 50}, enqueue=False
+    )
+
+    run = execute_run(run.pk, on_report=_stopped_at(2))
+
+    assert run.status == Run.Status.STOPPED and run.finished_at is not None
+    assert "Stopped early by the tuning scheduler at step 2" in run.error_message
+    assert not hasattr(run, "evaluation") and run.metric_points.exists()

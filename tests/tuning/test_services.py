@@ -228,14 +228,19 @@ def test_finalize_after_an_interrupted_fit_is_not_success(user):
 
 
 @pytest.mark.django_db
-def test_scheduler_stop_ends_the_trial_stopped_and_its_run_cancelled_with_the_reason(user):
-    job = TuningJobFactory(owner=user, status=TuningJob.Status.RUNNING)
+def test_scheduler_stop_ends_the_trial_stopped_and_leaves_its_run_to_end_itself(user):
+    job = TuningJobFactory(owner=user, status=TuningJob.Status.RUNNING, scheduler=TuningJob.Scheduler.ASHA)
     trial = TrialFactory(
         job=job, status=Trial.Status.RUNNING, iterations=2, run=RunFactory(owner=user, status=Run.Status.RUNNING)
     )
     trial = services.trial_complete(job_id=job.pk, ray_trial_id=trial.ray_trial_id, stopped_by="the ASHA scheduler")
-    assert trial.status == Trial.Status.STOPPED
-    assert trial.error_message == "Stopped early by the ASHA scheduler after 2 iteration(s); not evaluated."
+    assert trial.status == Trial.Status.STOPPED and trial.end_reason == Trial.EndReason.STOPPED_EARLY
+    assert trial.error_message == "Stopped early by the ASHA scheduler after 2 iteration(s)."
+    assert trial.end_description == "Stopped early at step 2"
+    # The trial process is evaluating the run it stopped: the driver does not cancel it.
+    assert Run.objects.get(pk=trial.run_id).status == Run.Status.RUNNING
+    # If the experiment ends first, the run is closed as stopped, unevaluated, never cancelled.
+    services.tuning_job_finalize(job_id=job.pk)
     run = Run.objects.get(pk=trial.run_id)
-    assert run.status == Run.Status.CANCELLED and run.error_message == trial.error_message
+    assert run.status == Run.Status.STOPPED and "before this run could be evaluated" in run.error_message
     assert run.finished_at is not None and not hasattr(run, "evaluation")

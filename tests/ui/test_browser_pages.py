@@ -32,6 +32,32 @@ def test_sign_in_through_the_form_and_sign_out(anonymous_page, browser_user):
     page.wait_for_url("**/accounts/login/")
 
 
+def test_progress_bar_draws_stopped_trials_in_their_own_colour_with_a_legend(signed_in_page, browser_user):
+    page = signed_in_page
+    job = job_with_trials(browser_user, 4, running=0, status=TuningJob.Status.SUCCEEDED, name="asha sweep")
+    Trial.objects.filter(job=job, number__in=[1, 2]).update(
+        status=Trial.Status.STOPPED, end_reason=Trial.EndReason.STOPPED_EARLY, iterations=1
+    )
+    page.goto(f"/jobs/{job.pk}/")
+    colour = "background-color"
+    stopped = page.locator(".progress-bar.bar-stopped").first
+    assert stopped.evaluate("e => e.getBoundingClientRect().width") > 0
+    stopped_colour = stopped.evaluate(f"e => getComputedStyle(e).getPropertyValue('{colour}')")
+    failed_colour = page.locator(".progress-bar.bar-failed").first.evaluate(
+        f"e => getComputedStyle(e).getPropertyValue('{colour}')"
+    )
+    succeeded_colour = page.locator(".progress-bar").first.evaluate(
+        f"e => getComputedStyle(e).getPropertyValue('{colour}')"
+    )
+    assert len({stopped_colour, failed_colour, succeeded_colour}) == 3
+    legend = page.locator(".progress-legend")
+    assert "2 stopped early" in legend.inner_text() and "2 succeeded" in legend.inner_text()
+    swatch = legend.locator(".swatch-stopped").evaluate(f"e => getComputedStyle(e).getPropertyValue('{colour}')")
+    assert swatch == stopped_colour
+    assert page.locator("#trial-1 .end-reason").inner_text() == "Stopped early at step 1"
+    screenshot(page, "job-progress-legend")
+
+
 def test_trial_rows_appear_and_change_status_without_reloading(signed_in_page, browser_user):
     page = signed_in_page
     job = job_with_trials(browser_user, 3, running=1, name="live sweep")

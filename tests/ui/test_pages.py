@@ -103,6 +103,25 @@ def test_job_page_shows_progress_best_trial_and_trials(client_in, owner):
 
 
 @pytest.mark.django_db
+def test_trials_stopped_early_have_their_own_colour_legend_and_reason(client_in, owner):
+    job = job_with_trials(owner, 6, running=1)
+    stopped = list(Trial.objects.filter(job=job).order_by("number")[:2])
+    Trial.objects.filter(pk__in=[t.pk for t in stopped]).update(
+        status=Trial.Status.STOPPED, end_reason=Trial.EndReason.STOPPED_EARLY, iterations=2
+    )
+    Trial.objects.filter(job=job, number=3).update(
+        status=Trial.Status.FAILED, end_reason=Trial.EndReason.FAILED, error_message="CUDA out of memory"
+    )
+    page = client_in.get(f"/jobs/{job.pk}/").content.decode()
+    assert 'class="progress-bar bar-stopped" style="width: 33%"' in page
+    assert 'class="progress-bar bar-failed" style="width: 16%"' in page
+    assert "2 stopped early" in page and "1 failed" in page and "2 succeeded" in page
+    assert "Stopped early at step 2" in page and "Failed: CUDA out of memory" in page
+    listing = client_in.get("/").content.decode()
+    assert 'class="progress-bar bar-stopped" style="width: 33%"' in listing
+
+
+@pytest.mark.django_db
 def test_live_fragment_drops_its_trigger_once_the_job_ends(client_in, owner):
     job = job_with_trials(owner, 3, running=1)
     live = client_in.get(f"/jobs/{job.pk}/", **HX).content.decode()

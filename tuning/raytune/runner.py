@@ -55,6 +55,9 @@ def trial_env() -> dict[str, str]:
     paths = [str(settings.BASE_DIR), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
+    # A trial stopped early evaluates its model before its thread exits: a reused actor waits this
+    # long for it before taking the next trial (Tune's default, 2 s, would cut a slow evaluation).
+    env["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = "60"
     env["RAY_USAGE_STATS_ENABLED"] = usage_stats_flag()
     return env
 

@@ -50,7 +50,7 @@ def run_trial(config: dict[str, Any], job_id: int) -> None:
 
     from runs.execution import execute_run
     from runs.models import Run
-    from runs.trainers.base import RunCancelled
+    from runs.trainers.base import RunCancelled, RunStoppedEarly
     from tuning import services
 
     ray_trial_id = tune.get_context().get_trial_id()
@@ -63,9 +63,10 @@ def run_trial(config: dict[str, Any], job_id: int) -> None:
         try:
             tune.report({**metrics, "epoch": step})
         except SystemExit:
-            # Tune stops a trial by exiting its thread inside report(): end the run first.
+            # Tune stops a trial by exiting its thread inside report(): the run ends first
+            # (`stopped`, evaluated when its trainer can evaluate the model it has).
             stopped_by_tune = True
-            raise RunCancelled() from None
+            raise RunStoppedEarly() from None
 
     def on_report(step: int, metrics: dict[str, float]) -> None:
         # Every report is stored by the run pipeline; Tune gets at most one per

@@ -13,7 +13,13 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ..models import Trial, TuningJob
-from .trials import ERROR_MESSAGE_CHARS, EndReason, trials_end_unfinished, tuning_job_best_update
+from .trials import (
+    ERROR_MESSAGE_CHARS,
+    EndReason,
+    trials_end_unfinished,
+    trials_stopped_runs_close,
+    tuning_job_best_update,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +104,7 @@ def tuning_job_finalize(*, job_id: int, stop_reason: str = "", error: str = "", 
     else:
         reason, message = EndReason.INTERRUPTED, ""
     unfinished = trials_end_unfinished(job_id=job_id, reason=reason, message=message)
+    trials_stopped_runs_close(job_id=job_id)
     tuning_job_best_update(job_id=job_id)
     job.refresh_from_db()
     status, message = _job_outcome(job, reason=reason, unfinished=unfinished, stop_reason=stop_reason, error=error)

@@ -155,10 +155,12 @@ def trial_complete(*, job_id: int, ray_trial_id: str, stopped_by: str) -> Trial:
             reason = EndReason.TIME_BUDGET
         else:
             reason = EndReason.EXPERIMENT_STOPPED
-        message = f"Stopped early by {stopped_by} after {trial.iterations} iteration(s); not evaluated."
+        message = f"Stopped early by {stopped_by} after {trial.iterations} iteration(s)."
     with transaction.atomic():
         _trial_end(trial, status=status, reason=reason, message=message)
-        if status in (Trial.Status.STOPPED, Trial.Status.CANCELLED) and trial.run_id:
+        # A stopped trial's run ends itself (`stopped`, evaluated if its trainer can evaluate the
+        # model it has): the trial process may be evaluating it right now. A cancelled one ends here.
+        if status == Trial.Status.CANCELLED and trial.run_id:
             run_services.run_stop(run_id=trial.run_id, message=message)
     tuning_job_best_update(job_id=job_id)
     trial.refresh_from_db()
@@ -193,6 +195,15 @@ def trials_end_unfinished(*, job_id: int, reason: str, message: str = "") -> int
             _trial_end(trial, status=Trial.Status.CANCELLED, reason=reason, message=message)
             ended += 1
     return ended
+
+
+def trials_stopped_runs_close(*, job_id: int) -> int:
+    """After the experiment: runs of stopped trials that never ended themselves (their trial
+    process was ended with the experiment before evaluating) end `stopped`, not evaluated."""
+    return run_services.runs_stopped_close(
+        runs=Run.objects.filter(trial__job_id=job_id, trial__status=Trial.Status.STOPPED),
+        message="Stopped early; the experiment ended before this run could be evaluated.",
+    )
 
 
 # A resumed experiment (Tuner.restore with resume_errored) runs errored and unfinished trials again.
