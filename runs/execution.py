@@ -129,14 +129,14 @@ def _execute(run: Run, on_report: Callable[[int, dict[str, float]], None] | None
             raise RunCancelled()
         stopped_early = recorder.stopped_early
         if stopped_early:
-            recorder.log("stopped early by the tuning scheduler; evaluating the model trained so far", "system")
+            recorder.log("stopped early by Ray Tune; evaluating the model trained so far", "system")
         result = trainer.evaluate(ctx, state)
         recorder.log(f"evaluation: {result.primary_metric}={result.primary_score:.6g} {result.metrics}", "system")
         recorder.flush()
         services.run_finish(run_id=run_id, result=result, stopped_early=stopped_early)
     except RunStoppedEarly:
         message = (
-            f"Stopped early by the tuning scheduler at step {recorder.last_step}; "
+            f"Stopped early by Ray Tune at step {recorder.last_step}; "
             "this trainer cannot evaluate a partly trained model."
         )
         recorder.log(message, "system")

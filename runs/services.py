@@ -101,22 +101,27 @@ def run_begin(*, run_id: int) -> bool:
 
 
 def run_reset(*, run_id: int) -> bool:
-    """Put an unfinished or failed run back to `queued` so it executes again (a retried or resumed
-    trial). Its metric points are overwritten step by step and its log continues; a succeeded run
-    is never reset."""
-    return bool(
-        Run.objects.filter(pk=run_id)
-        .exclude(status__in=[Run.Status.QUEUED, Run.Status.SUCCEEDED, Run.Status.STOPPED])
-        .update(
-            status=Run.Status.QUEUED,
-            started_at=None,
-            finished_at=None,
-            heartbeat_at=None,
-            error_message="",
-            error_traceback="",
-            cancel_requested=False,
+    """Put an unfinished, failed or stopped run back to `queued` so it executes again (a retried
+    or resumed trial; a trial Tune stopped because its experiment was interrupted). Its metric
+    points are overwritten step by step, its log continues, an evaluation it had is dropped (it is
+    evaluated again); a succeeded run is never reset."""
+    with transaction.atomic():
+        reset = (
+            Run.objects.filter(pk=run_id)
+            .exclude(status__in=[Run.Status.QUEUED, Run.Status.SUCCEEDED])
+            .update(
+                status=Run.Status.QUEUED,
+                started_at=None,
+                finished_at=None,
+                heartbeat_at=None,
+                error_message="",
+                error_traceback="",
+                cancel_requested=False,
+            )
         )
-    )
+        if reset:
+            Evaluation.objects.filter(run_id=run_id).delete()
+    return bool(reset)
 
 
 def run_heartbeat(*, run_id: int) -> None:

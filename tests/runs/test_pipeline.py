@@ -73,7 +73,7 @@ def test_a_run_stopped_early_keeps_its_metrics_and_is_evaluated_when_its_trainer
     assert run.status == Run.Status.STOPPED
     assert list(run.metric_points.values_list("step", flat=True)) == [1, 2, 3]
     assert run.evaluation.primary_metric == "accuracy" and run.evaluation.primary_score > 0.5
-    assert run.log_lines.filter(text__startswith="stopped early by the tuning scheduler").exists()
+    assert run.log_lines.filter(text__startswith="stopped early by Ray Tune").exists()
 
 
 @pytest.mark.django_db
@@ -85,5 +85,5 @@ def test_a_run_stopped_early_whose_trainer_cannot_evaluate_ends_stopped_without_
     run = execute_run(run.pk, on_report=_stopped_at(2))
 
     assert run.status == Run.Status.STOPPED and run.finished_at is not None
-    assert "Stopped early by the tuning scheduler at step 2" in run.error_message
+    assert "Stopped early by Ray Tune at step 2" in run.error_message
     assert not hasattr(run, "evaluation") and run.metric_points.exists()

@@ -66,6 +66,8 @@ def run_trial(config: dict[str, Any], job_id: int) -> None:
             # Tune stops a trial by exiting its thread inside report(): the run ends first
             # (`stopped`, evaluated when its trainer can evaluate the model it has).
             stopped_by_tune = True
+            if services.tuning_job_should_stop(job_id=job_id) == "cancelled":
+                raise RunCancelled() from None  # the user cancelled the job, not a scheduler
             raise RunStoppedEarly() from None
 
     def on_report(step: int, metrics: dict[str, float]) -> None:
