@@ -73,7 +73,7 @@ def run_files_collect(*, run: Run, card: str) -> list[SourceFile]:
         )
     if not files:
         raise InvalidTransition(f"run {run.pk}'s output folder holds no file: nothing to promote")
-    return files
+    return sorted(files, key=lambda file: file.path)
 
 
 def model_card(*, model_name: str, version: int, lineage: dict, evaluation) -> str:

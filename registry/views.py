@@ -84,7 +84,8 @@ def alias_move(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _back(request: HttpRequest, fallback: str) -> str:
     target = request.POST.get("next", "")
-    allowed = url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure())
+    hosts = {request.get_host()}
+    allowed = url_has_allowed_host_and_scheme(target, allowed_hosts=hosts, require_https=request.is_secure())
     return target if target and allowed else fallback
 
 
@@ -92,7 +93,8 @@ def _back(request: HttpRequest, fallback: str) -> str:
 @require_POST
 def run_promote(request: HttpRequest, pk: int) -> HttpResponse:
     """Promote a succeeded run (the form on the run page and, with its best run, the job page)."""
-    run = get_object_or_404(Run.objects.visible_to(request.user).select_related("evaluation", "trial__job", "owner"), pk=pk)
+    runs = Run.objects.visible_to(request.user).select_related("evaluation", "trial__job", "owner")
+    run = get_object_or_404(runs, pk=pk)
     alias = request.POST.get("alias", "").strip() or None
     try:
         version, created = services.model_version_promote(
@@ -104,4 +106,3 @@ def run_promote(request: HttpRequest, pk: int) -> HttpResponse:
     verb = "Promoted" if created else "Already promoted:"
     messages.success(request, f"{verb} run {run.pk} as {version.model.name} v{version.version}.")
     return redirect("version_detail", pk=version.model_id, number=version.version)
-
