@@ -98,7 +98,15 @@ def versions_compare(*, version: ModelVersion, other: ModelVersion) -> dict[str,
         mine, theirs = (_items_by_key(d) for d in details)
         for key, item in mine.items():
             if key in theirs and _prediction(item) != _prediction(theirs[key]):
-                differing.append({"key": key, "this": item, "other": theirs[key]})
+                differing.append(
+                    {
+                        "key": key,
+                        "this": _prediction(item),
+                        "other": _prediction(theirs[key]),
+                        "this_correct": bool(item.get("correct")),
+                        "other_correct": bool(theirs[key].get("correct")),
+                    }
+                )
                 if len(differing) >= MAX_COMPARED_ITEMS:
                     break
     return {"metrics": metrics, "differing_items": differing, "items_available": available}
