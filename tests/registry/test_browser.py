@@ -10,7 +10,7 @@ import pytest
 
 from registry.models import AliasChange, ModelAlias, ModelVersion
 from tests.factories import TrialFactory, TuningJobFactory
-from tests.ui.conftest import browser, browser_context, browser_user, screenshot, signed_in_page  # noqa: F401
+from tests.ui.conftest import screenshot
 from tuning.models import TuningJob
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
