@@ -15,29 +15,27 @@ from registry.models import (
     ModelVersion,
     RegisteredModel,
 )
-from tunix_rt.serializers import StrictSerializer
+from tunix_rt.serializers import JSONCharField, JSONIntegerField, StrictSerializer
 
 
 class PromoteSerializer(StrictSerializer):
     """Promote a run (or a job's best run) to a model of its owner, created if new."""
 
-    model = serializers.CharField(max_length=MAX_MODEL_NAME, help_text="A slug, unique per owner.")
-    alias = serializers.CharField(
+    model = JSONCharField(max_length=MAX_MODEL_NAME, help_text="A slug, unique per owner.")
+    alias = JSONCharField(
         max_length=MAX_ALIAS_NAME, required=False, allow_null=True, help_text="An alias to point at the version."
     )
-    description = serializers.CharField(max_length=MAX_DESCRIPTION, required=False, allow_blank=True)
-    tags = serializers.ListField(
-        child=serializers.CharField(max_length=MAX_TAG_LENGTH), max_length=MAX_TAGS, required=False
-    )
+    description = JSONCharField(max_length=MAX_DESCRIPTION, required=False, allow_blank=True)
+    tags = serializers.ListField(child=JSONCharField(max_length=MAX_TAG_LENGTH), max_length=MAX_TAGS, required=False)
 
 
 class ModelCreateSerializer(StrictSerializer):
-    name = serializers.CharField(max_length=MAX_MODEL_NAME, help_text="A slug, unique per owner.")
-    description = serializers.CharField(max_length=MAX_DESCRIPTION, required=False, allow_blank=True)
+    name = JSONCharField(max_length=MAX_MODEL_NAME, help_text="A slug, unique per owner.")
+    description = JSONCharField(max_length=MAX_DESCRIPTION, required=False, allow_blank=True)
 
 
 class AliasMoveSerializer(StrictSerializer):
-    version = serializers.IntegerField(min_value=1, max_value=2**31 - 1, help_text="The version number.")
+    version = JSONIntegerField(min_value=1, max_value=2**31 - 1, help_text="The version number.")
 
 
 class ManifestEntrySerializer(serializers.Serializer):
