@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from registry.rules import promotion_policy_clean
 from runs.trainers.base import Trainer
 from runs.trainers.registry import get_trainer
 from tunix_rt.exceptions import ValidationError
@@ -49,6 +50,8 @@ class Spec:
     choices: tuple[tuple[str, str], ...] = ()  # (value, label)
     nullable: bool = False
     required: bool = False
+    # An object's own shape: returns the cleaned value or raises ValueError.
+    check: Callable[[Any], Any] | None = None
 
     def high_value(self) -> float | None:
         return self.high() if callable(self.high) else self.high
@@ -91,6 +94,16 @@ class JobConfig:
     )
     max_trial_retries: int = _f(
         0, Spec("int", "Retries of a failing trial (default 0).", low=0, high=MAX_TRIAL_RETRIES)
+    )
+    promote_to: dict | None = _f(
+        None,
+        Spec(
+            "object",
+            'When the job succeeds, promote its best run: {"model": NAME, "alias": ALIAS, "only_if_better": true} '
+            "(docs/registry.md).",
+            nullable=True,
+            check=promotion_policy_clean,
+        ),
     )
 
     @classmethod
@@ -165,7 +178,7 @@ def _check(spec: Spec, value: Any) -> Any:
     if spec.kind == "object":
         if not isinstance(value, dict):
             raise ValueError("must be a JSON object")
-        return value
+        return spec.check(value) if spec.check else value
     high = spec.high_value()
     if spec.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):

@@ -64,6 +64,8 @@ class TuningJob(TimedMixin, models.Model):
     # Tune's FailureConfig(max_failures): how often a failing trial is retried before it fails.
     max_trial_retries = models.PositiveIntegerField(default=0)
     seed = models.IntegerField(null=True, blank=True)
+    # Promotion by policy (JobConfig.promote_to; the registry's promotion_policy_clean shape).
+    promote_to = models.JSONField(null=True, blank=True)
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATED, db_index=True)
     cancel_requested = models.BooleanField(default=False)
@@ -75,6 +77,8 @@ class TuningJob(TimedMixin, models.Model):
     best_hyperparameters = models.JSONField(null=True, blank=True)
     best_metric_value = models.FloatField(null=True, blank=True)
     experiment_path = models.CharField(max_length=500, blank=True)
+    # What `promote_to` did when the job ended, and why (or why it failed).
+    promotion_note = models.TextField(blank=True)
     # Which worker drives the experiment, until when (a lease: one experiment per job).
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)

@@ -4,6 +4,7 @@ from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from accounts.api.views import ApiTokenViewSet
+from registry.api.views import RegisteredModelViewSet
 from runs.api.views import RunViewSet, TrainerViewSet
 from traces.api.views import TraceDatasetViewSet
 from tuning.api.views import TuningJobViewSet
@@ -17,6 +18,7 @@ router.register("trainers", TrainerViewSet, basename="trainer")
 router.register("tuning/jobs", TuningJobViewSet, basename="tuning-job")
 router.register("datasets", TraceDatasetViewSet, basename="trace-dataset")
 router.register("auth/tokens", ApiTokenViewSet, basename="api-tokens")
+router.register("models", RegisteredModelViewSet, basename="registered-model")
 
 urlpatterns = [
     # /api/tuning/ stays a root of its own (it was one before the routers were merged).

@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "runs",
     "tuning",
     "traces",
+    "registry",
 ]
 
 MIDDLEWARE = [
@@ -136,8 +137,17 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
+# The model registry's files (docs/registry.md): a folder under DATA_DIR by default; any Django
+# storage by configuration, e.g. django-storages' S3 backend with its options as JSON.
+_registry_backend = env.str("TUNIX_RT_REGISTRY_STORAGE_BACKEND", default="django.core.files.storage.FileSystemStorage")
+_registry_options = (
+    {"location": env.str("TUNIX_RT_REGISTRY_DIR", default=str(DATA_DIR / "registry"))}
+    if _registry_backend == "django.core.files.storage.FileSystemStorage"
+    else env.json("TUNIX_RT_REGISTRY_STORAGE_OPTIONS", default={})
+)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "registry": {"BACKEND": _registry_backend, "OPTIONS": _registry_options},
     "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
         if DEBUG
@@ -260,6 +270,9 @@ TUNIX_RT = {
     "MAX_JOB_ATTEMPTS": _bounded_int("TUNIX_RT_MAX_JOB_ATTEMPTS", 5, 1, 100),
     # How often Tune saves the experiment state a resume starts from (TUNE_GLOBAL_CHECKPOINT_S).
     "EXPERIMENT_CHECKPOINT_S": _bounded_int("TUNIX_RT_EXPERIMENT_CHECKPOINT_S", 5, 1, 3600),
+    # The model registry (docs/registry.md): the most a promoted version may hold, in bytes and files.
+    "REGISTRY_MAX_VERSION_BYTES": _bounded_int("TUNIX_RT_REGISTRY_MAX_VERSION_BYTES", 2 * 1024**3, 1, 1024**4),
+    "REGISTRY_MAX_VERSION_FILES": _bounded_int("TUNIX_RT_REGISTRY_MAX_VERSION_FILES", 1000, 1, 100_000),
 }
 if TUNIX_RT["STALE_AFTER_S"] < 3 * TUNIX_RT["HEARTBEAT_INTERVAL_S"]:
     raise environ.ImproperlyConfigured("TUNIX_RT_STALE_AFTER_S must be at least 3 x TUNIX_RT_HEARTBEAT_INTERVAL_S.")

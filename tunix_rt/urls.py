@@ -27,6 +27,7 @@ urlpatterns = [
     path("api/", include("tunix_rt.api_urls")),
     path("runs/", include("runs.urls")),
     path("datasets/", include("traces.urls")),
+    path("models/", include("registry.urls")),
     path("", include("tuning.urls")),
 ]
 

@@ -13,6 +13,8 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
+from registry.api.views import PROMOTE_SCHEMA, promote_response
+from registry.services import model_version_promote
 from runs import selectors, services
 from runs.models import Run
 from runs.trainers.registry import all_trainers, get_trainer
@@ -154,6 +156,13 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         return Response(
             RunDetailSerializer(run, context=self.get_serializer_context()).data, status=status.HTTP_202_ACCEPTED
         )
+
+    @PROMOTE_SCHEMA
+    @action(detail=True, methods=["post"])
+    def promote(self, request, pk=None):
+        """Promote a succeeded run to a model version (docs/registry.md)."""
+        run = self.get_object()
+        return promote_response(request, lambda **body: model_version_promote(run=run, **body))
 
     @extend_schema(summary="Artifacts", responses={200: ArtifactListSerializer, **NOT_FOUND})
     @action(detail=True, methods=["get"])

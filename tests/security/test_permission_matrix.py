@@ -12,6 +12,7 @@ health are open.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -21,6 +22,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from registry import services as registry_services
+from runs.models import Evaluation, Run
 from tests.factories import ApiTokenFactory, RunFactory, TrialFactory, TuningJobFactory, UserFactory
 from tests.ui.test_job_form import form_data
 from traces.models import TraceDataset
@@ -30,18 +33,20 @@ SECRET_RUN = "secret-run-9c1e"
 SECRET_TRIAL_RUN = "secret-trial-run-4d2b"
 SECRET_DATASET = "secret-dataset-5e8a"
 SECRET_TOKEN = "secret-token-name-2b7c"
+SECRET_MODEL = "secret-model-3f9d"
 ROLES = ("owner", "other", "staff", "anonymous")
 
 # Scopes: a route about one object of the world (its key in `world`), or a list that must show these
 # names to owner and staff only. A new kind of object: build it in `world`, add it here.
-OBJECT_SCOPES = ("job", "run", "dataset", "token")
+OBJECT_SCOPES = ("job", "run", "dataset", "token", "model")
 LIST_SECRETS = {
     "jobs": (SECRET_JOB,),
     "runs": (SECRET_RUN, SECRET_TRIAL_RUN),
     "datasets": (SECRET_DATASET,),
     "tokens": (SECRET_TOKEN,),
+    "models": (SECRET_MODEL,),
 }
-ALL_SECRETS = (SECRET_JOB, SECRET_RUN, SECRET_TRIAL_RUN, SECRET_DATASET, SECRET_TOKEN)
+ALL_SECRETS = (SECRET_JOB, SECRET_RUN, SECRET_TRIAL_RUN, SECRET_DATASET, SECRET_TOKEN, SECRET_MODEL)
 # Personal scopes: staff are just another user there (404, not in lists); they revoke tokens in the admin.
 PERSONAL_SCOPES = ("token", "tokens")
 
@@ -131,6 +136,23 @@ ROUTES: dict[str, Route] = {
     "jobs/{pk}/clone/": Route(PAGE, "job", (Req("post", ok=(302,)),)),
     "runs/": Route(PAGE, "runs", (Req(), Req(htmx=True))),
     "runs/{pk}/": Route(PAGE, "run", (Req(), Req(htmx=True))),
+    # Model registry (the world's run is queued, so promoting it is refused: reachable, not allowed).
+    "api/runs/{pk}/promote/": Route(API, "run", (Req("post", ok=(409,), data={"model": "m"}, json=True),)),
+    "api/tuning/jobs/{pk}/promote/": Route(API, "job", (Req("post", ok=(409,), data={"model": "m"}, json=True),)),
+    "api/models/": Route(API, "models", (Req(), Req("post", ok=(201,), data={"name": "matrix-model"}, json=True))),
+    "api/models/{name}/": Route(API, "model"),
+    "api/models/{name}/versions/": Route(API, "model"),
+    "api/models/{name}/versions/{number}/": Route(API, "model"),
+    "api/models/{name}/versions/{number}/download/": Route(API, "model"),
+    "api/models/{name}/aliases/{alias}/": Route(
+        API, "model", (Req(), Req("put", ok=(200,), data={"version": 1}, json=True), Req("delete", ok=(204,)))
+    ),
+    "models/": Route(PAGE, "models"),
+    "models/{pk}/": Route(PAGE, "model"),
+    "models/{pk}/aliases/": Route(PAGE, "model", (Req("post", ok=(302,), data={"alias": "staging", "version": "1"}),)),
+    "models/{pk}/versions/{number}/": Route(PAGE, "model"),
+    "models/{pk}/versions/{number}/download/": Route(PAGE, "model"),
+    "models/promote/run/{pk}/": Route(PAGE, "run", (Req("post", ok=(302,), data={"model": "m"}),)),
 }
 ADMIN_PREFIX = "admin/"
 ADMIN_OPEN = {"admin/login/", "admin/logout/"}
@@ -203,7 +225,24 @@ def world(db, settings, tmp_path):
     )
     token = ApiTokenFactory(user=owner, name=SECRET_TOKEN)
     ApiTokenFactory(user=other, name="other's token")
-    return {"owner": owner, "other": other, "staff": staff, "job": job, "run": run, "dataset": dataset, "token": token}
+    model = _registered_model(owner, tmp_path, settings)
+    registry_services.registered_model_create(owner=other, name="others-model")
+    return {
+        "owner": owner, "other": other, "staff": staff, "job": job, "run": run, "dataset": dataset, "token": token,
+        "model": model,
+    }  # fmt: skip
+
+
+def _registered_model(owner, tmp_path, settings):
+    """The owner's model SECRET_MODEL with version 1 (alias `champion`), its files in a test storage."""
+    settings.STORAGES = {**settings.STORAGES, "registry": {"BACKEND": "django.core.files.storage.InMemoryStorage"}}
+    output = tmp_path / "promoted-output"
+    output.mkdir()
+    (output / "model.pkl").write_bytes(b"weights")
+    run = RunFactory(owner=owner, status=Run.Status.SUCCEEDED, output_dir=str(output))
+    Evaluation.objects.create(run=run, metrics={"accuracy": 0.9}, primary_metric="accuracy", primary_score=0.9)
+    version, _ = registry_services.model_version_promote(run=run, by=owner, model_name=SECRET_MODEL, alias="champion")
+    return version.model
 
 
 def _client(role: str, world) -> Client:
@@ -214,10 +253,12 @@ def _client(role: str, world) -> Client:
 
 
 def _url(route: str, world) -> str:
-    values = {"path": "model.txt", "name": "sklearn-mlp"}
+    values = {"path": "model.txt", "name": "sklearn-mlp", "number": 1, "alias": "champion"}
     scope = ROUTES[route].scope
     if scope in OBJECT_SCOPES:
         values["pk"] = world[scope].pk
+    if scope == "model":
+        values["name"] = world["model"].name
     return "/" + route.format(**values)
 
 
@@ -227,6 +268,8 @@ def _send(client: Client, url: str, req: Req):
         return client.get(url, headers=headers)
     if req.method == "delete":
         return client.delete(url, headers=headers)
+    if req.method == "put":
+        return client.put(url, json.dumps(req.data or {}), content_type="application/json", headers=headers)
     if req.json:
         return client.post(url, req.data or {}, content_type="application/json", headers=headers)
     return client.post(url, req.data or {}, headers=headers)

@@ -83,7 +83,7 @@ class TuningJobSerializer(serializers.ModelSerializer):
             "id", "name", "owner", "trainer", "dataset", "search_space", "fixed_hyperparameters", "metric", "mode",
             "num_samples", "max_concurrent_trials", "search_algorithm", "scheduler", "time_budget_s",
             "cpus_per_trial", "gpus_per_trial", "seed", "max_failed_trials", "max_trial_retries",
-            "status", "cancel_requested", "cancelled_by", "attempts",
+            "promote_to", "promotion_note", "status", "cancel_requested", "cancelled_by", "attempts",
             "error_message", "best_run", "best_hyperparameters", "best_metric_value", "progress", "experiment_path",
             "created_at", "queued_at", "started_at", "finished_at",
         ]  # fmt: skip

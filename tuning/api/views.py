@@ -8,6 +8,8 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from registry.api.views import PROMOTE_SCHEMA, promote_response
+from registry.services import model_version_promote_job
 from tuning import selectors, services
 from tuning.models import TuningJob
 
@@ -75,6 +77,13 @@ class TuningJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         """A new `created` job with the same configuration, owned by the caller."""
         job = services.tuning_job_clone(job=self.get_object(), owner=request.user)
         return self._render(job, status.HTTP_201_CREATED)
+
+    @PROMOTE_SCHEMA
+    @action(detail=True, methods=["post"])
+    def promote(self, request, pk=None):
+        """Promote the finished job's best run to a model version (docs/registry.md)."""
+        job = self.get_object()
+        return promote_response(request, lambda **body: model_version_promote_job(job=job, **body))
 
     @extend_schema(
         responses={200: TrialSerializer(many=True)},

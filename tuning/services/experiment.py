@@ -12,6 +12,8 @@ from django.db.models import Count, F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from registry.services import model_version_promote_by_policy
+
 from ..models import Trial, TuningJob
 from .trials import (
     ERROR_MESSAGE_CHARS,
@@ -116,7 +118,21 @@ def tuning_job_finalize(*, job_id: int, stop_reason: str = "", error: str = "", 
         lease_owner="",
     )
     job.refresh_from_db()
+    if job.status == TuningJob.Status.SUCCEEDED and job.promote_to:
+        _promote_by_policy(job)
     return job
+
+
+def _promote_by_policy(job: TuningJob) -> None:
+    """The job's `promote_to`, through the registry; a registry failure never fails the job: it is
+    written to the job's promotion note instead."""
+    try:
+        note = model_version_promote_by_policy(job=job)
+    except Exception as exc:  # any failure of the registry (storage, bounds) ends up in the note
+        logger.warning("tuning job %s: promotion failed", job.pk, exc_info=True)
+        note = f"Promotion failed: {getattr(exc, 'message', None) or exc}"
+    TuningJob.objects.filter(pk=job.pk).update(promotion_note=note[:ERROR_MESSAGE_CHARS])
+    job.promotion_note = note[:ERROR_MESSAGE_CHARS]
 
 
 def _job_outcome(job: TuningJob, *, reason: str, unfinished: int, stop_reason: str, error: str) -> tuple[str, str]:
