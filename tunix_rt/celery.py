@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import worker_process_shutdown, worker_shutdown, worker_shutting_down
+from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown, worker_shutting_down
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tunix_rt.settings")
 
@@ -35,3 +35,23 @@ def _save_experiment_on_shutdown(**_kwargs) -> None:
     runner = sys.modules.get("tuning.raytune.runner")  # imported only by a worker that ran a job
     if runner is not None:
         runner.request_interrupt("the worker is shutting down")
+
+
+@worker_ready.connect
+def _reclaim_jobs_of_dead_local_workers(**_kwargs) -> None:
+    """A worker (re)starting on a host takes back at once the jobs whose driver was a process of
+    this host that is gone (a killed worker), instead of waiting for their lease to expire."""
+    import logging
+
+    from django.db import connection
+
+    from tuning.services import tuning_jobs_reclaim_from_dead_local_workers
+
+    try:
+        taken = tuning_jobs_reclaim_from_dead_local_workers()
+        if taken:
+            logging.getLogger(__name__).warning("took back tuning jobs %s of a dead worker on this host", taken)
+    except Exception:  # the database may be down at start; the reaper still acts at lease expiry
+        logging.getLogger(__name__).exception("could not check for jobs of dead workers on this host")
+    finally:
+        connection.close()

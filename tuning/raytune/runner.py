@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import threading
 import uuid
 from typing import Any
@@ -259,7 +258,7 @@ def tuning_job_run(*, job_id: int) -> TuningJob | None:
             storage_path, name = os.path.split(previous)
         else:
             storage_path, name = services.tuning_storage_path(), f"job-{job_id}-{uuid.uuid4().hex[:8]}"
-        lease_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        lease_owner = services.lease_owner_new()
         if not services.tuning_job_begin(
             job_id=job_id, lease_owner=lease_owner, experiment_path=os.path.join(storage_path, name)
         ):

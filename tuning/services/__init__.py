@@ -17,6 +17,7 @@ from ..config import (
     MAX_TRIAL_RETRIES,
 )
 from .experiment import (
+    lease_owner_new,
     tuning_job_begin,
     tuning_job_finalize,
     tuning_job_heartbeat,
@@ -33,7 +34,7 @@ from .jobs import (
     tuning_job_resume,
     tuning_job_start,
 )
-from .reaper import stale_work_reap
+from .reaper import stale_work_reap, tuning_jobs_reclaim_from_dead_local_workers
 from .trials import (
     ERROR_MESSAGE_CHARS,
     trial_complete,
@@ -56,7 +57,9 @@ __all__ = [
     "MAX_SEED",
     "MAX_TIME_BUDGET_S",
     "MAX_TRIAL_RETRIES",
+    "lease_owner_new",
     "stale_work_reap",
+    "tuning_jobs_reclaim_from_dead_local_workers",
     "trials_end_unfinished",
     "trials_reset_for_rerun",
     "tuning_job_enqueue",
