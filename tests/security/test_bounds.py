@@ -47,8 +47,8 @@ BOUNDS = [
     ("nested choice value", {"search_space": {"batch_size": {"type": "choice", "values": [[16, [32]]]}}},
      "search_space"),
     ("nested space", {"search_space": {"learning_rate": {"learning_rate": LR}}}, "search_space"),
-    ("grid x samples", {"num_samples": 1000, "search_space": {"epochs": {"type": "grid", "values": list(range(1, 12))}}},
-     "search_space"),
+    ("grid x samples", {"num_samples": 1000,
+                        "search_space": {"epochs": {"type": "grid", "values": list(range(1, 12))}}}, "search_space"),
     ("name length", {"name": "x" * 201}, "name"),
 ]  # fmt: skip
 
