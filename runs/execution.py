@@ -8,6 +8,8 @@ metrics to Tune (and `should_stop` for an external stop signal).
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 import traceback as tb
 from collections.abc import Callable
@@ -25,6 +27,40 @@ from .trainers.registry import get_trainer
 logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.5
+
+# Set in a worker process that is shutting down (tunix_rt.celery): its run stops at the next
+# report or poll and goes back to the queue for another worker.
+_shutting_down = threading.Event()
+
+
+_current_run_id: int | None = None
+
+
+def execution_shutdown_request(*, grace_s: float) -> None:
+    """This process is stopping: the run it executes stops at its next report or poll and is
+    requeued. A trainer that does neither within `grace_s` has its run requeued and the process
+    ends (the task is redelivered: acks_late, reject_on_worker_lost)."""
+    if _shutting_down.is_set():
+        return
+    _shutting_down.set()
+
+    def hard_stop() -> None:
+        run_id = _current_run_id
+        if run_id is not None:
+            try:
+                services.run_reset(run_id=run_id)
+            finally:
+                os._exit(1)
+
+    timer = threading.Timer(grace_s, hard_stop)
+    timer.daemon = True
+    timer.start()
+
+
+def execution_shutting_down() -> bool:
+    return _shutting_down.is_set()
+
+
 CANCEL_POLL_INTERVAL_S = 0.5
 TRACEBACK_EXCERPT_CHARS = 4000
 
@@ -69,6 +105,8 @@ class _Recorder:
         self._maybe_flush()
 
     def should_stop(self) -> bool:
+        if _shutting_down.is_set():
+            return True
         now = time.monotonic()
         if not self.cancelled and now - self.last_cancel_poll >= CANCEL_POLL_INTERVAL_S:
             self.last_cancel_poll = now
@@ -96,16 +134,19 @@ def execute_run(
 ) -> Run | None:
     """Execute a queued run to its end. Returns the run, or None if it was not queued (already
     claimed by another delivery, or cancelled before it started)."""
+    global _current_run_id
     if not services.run_begin(run_id=run_id):
         logger.info("run %s is not queued; not executing it", run_id)
         return None
     run = Run.objects.get(pk=run_id)
+    _current_run_id = run_id
     # A trainer that reports nothing for a long time is not taken for a lost one by the reaper.
     heartbeat = Heartbeat(f"run-{run_id}-heartbeat", beat=lambda: services.run_heartbeat(run_id=run_id))
     heartbeat.start()
     try:
         return _execute(run, on_report)
     finally:
+        _current_run_id = None
         heartbeat.stop()
 
 
@@ -143,9 +184,14 @@ def _execute(run: Run, on_report: Callable[[int, dict[str, float]], None] | None
         recorder.flush()
         services.run_end(run_id=run_id, status=Run.Status.STOPPED, message=message)
     except RunCancelled:
-        recorder.log("cancelled on request", "system")
-        recorder.flush()
-        services.run_end(run_id=run_id, status=Run.Status.CANCELLED, message="Cancelled on request.")
+        if _shutting_down.is_set() and not services.run_cancel_requested(run_id=run_id):
+            recorder.log("the worker is shutting down: the run goes back to the queue", "system")
+            recorder.flush()
+            services.run_reset(run_id=run_id)
+        else:
+            recorder.log("cancelled on request", "system")
+            recorder.flush()
+            services.run_end(run_id=run_id, status=Run.Status.CANCELLED, message="Cancelled on request.")
     except BaseException as exc:
         if isinstance(exc, TrainingFailed):
             message, excerpt = str(exc), exc.detail[-TRACEBACK_EXCERPT_CHARS:]

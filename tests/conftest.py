@@ -56,8 +56,17 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 class WorkerProcess:
     """A real `celery worker` process on the real broker, in its own process group."""
 
-    def __init__(self, queues: str = "runs,tuning", name: str = "test-worker", extra_env: dict | None = None):
+    def __init__(
+        self,
+        queues: str = "runs,tuning",
+        name: str = "test-worker",
+        extra_env: dict | None = None,
+        pool: str = "solo",
+        concurrency: int = 1,
+    ):
         self.queues = queues
+        self.pool = pool
+        self.concurrency = concurrency
         self.name = name
         self.extra_env = extra_env or {}
         self.log_path = settings.DATA_DIR / f"{name}.log"
@@ -77,8 +86,8 @@ class WorkerProcess:
                 "worker",
                 "-Q",
                 self.queues,
-                "--pool=solo",
-                "--concurrency=1",
+                f"--pool={self.pool}",
+                f"--concurrency={self.concurrency}",
                 "-n",
                 f"{self.name}@%h",
                 "--without-mingle",

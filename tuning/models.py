@@ -172,6 +172,8 @@ class Trial(TimedMixin, models.Model):
     best_metric_value = models.FloatField(null=True, blank=True)
     iterations = models.PositiveIntegerField(default=0)
     end_reason = models.CharField(max_length=24, choices=EndReason.choices, blank=True)
+    # The Ray node that last ran the trial (its node id), written from inside the trial.
+    node = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)

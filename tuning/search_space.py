@@ -46,7 +46,7 @@ DEFAULT_LIMITS = {
     # Values in one `choice` or `grid` parameter.
     "MAX_CHOICE_VALUES": 256,
     # Trials one job may run: num_samples, and (product of grid sizes) x num_samples.
-    "MAX_TRIALS": 1000,
+    "MAX_TRIALS": 10_000,
 }
 
 

@@ -268,6 +268,9 @@ TUNIX_RT = {
     "REAPER_INTERVAL_S": _bounded_int("TUNIX_RT_REAPER_INTERVAL_S", 30, 1, 3600),
     "QUEUED_RESEND_AFTER_S": _bounded_int("TUNIX_RT_QUEUED_RESEND_AFTER_S", 600, 10, 7 * 86400),
     "MAX_JOB_ATTEMPTS": _bounded_int("TUNIX_RT_MAX_JOB_ATTEMPTS", 5, 1, 100),
+    # A worker told to stop (SIGTERM, to it or to its whole process group) gives its runs back to
+    # the queue: at their next report or poll, or after this many seconds at most (docs/operations.md).
+    "RUN_STOP_GRACE_S": _bounded_int("TUNIX_RT_RUN_STOP_GRACE_S", 10, 1, 3600),
     # How often Tune saves the experiment state a resume starts from (TUNE_GLOBAL_CHECKPOINT_S).
     "EXPERIMENT_CHECKPOINT_S": _bounded_int("TUNIX_RT_EXPERIMENT_CHECKPOINT_S", 5, 1, 3600),
     # The model registry (docs/registry.md): the most a promoted version may hold, in bytes and files.
@@ -339,5 +342,5 @@ SILENCED_SYSTEM_CHECKS = ["axes.W006"]
 TUNIX_RT_TUNING = {
     "MAX_PARAMETERS": env.int("TUNIX_RT_TUNING_MAX_PARAMETERS", default=32),
     "MAX_CHOICE_VALUES": env.int("TUNIX_RT_TUNING_MAX_CHOICE_VALUES", default=256),
-    "MAX_TRIALS": env.int("TUNIX_RT_TUNING_MAX_TRIALS", default=1000),
+    "MAX_TRIALS": env.int("TUNIX_RT_TUNING_MAX_TRIALS", default=10_000),
 }

@@ -35,7 +35,7 @@ def api(user):
 
 
 BOUNDS = [
-    ("trials", {"num_samples": 1001}, "num_samples"),
+    ("trials", {"num_samples": 10_001}, "num_samples"),
     ("concurrency", {"max_concurrent_trials": MAX_CONCURRENT_TRIALS + 1}, "max_concurrent_trials"),
     ("time budget", {"time_budget_s": MAX_TIME_BUDGET_S + 1}, "time_budget_s"),
     ("time budget zero", {"time_budget_s": 0}, "time_budget_s"),
@@ -47,8 +47,8 @@ BOUNDS = [
     ("nested choice value", {"search_space": {"batch_size": {"type": "choice", "values": [[16, [32]]]}}},
      "search_space"),
     ("nested space", {"search_space": {"learning_rate": {"learning_rate": LR}}}, "search_space"),
-    ("grid x samples", {"num_samples": 100, "search_space": {"epochs": {"type": "grid", "values": list(range(1, 12))}}},
-     "search_space"),
+    ("grid x samples", {"num_samples": 1000,
+                        "search_space": {"epochs": {"type": "grid", "values": list(range(1, 12))}}}, "search_space"),
     ("name length", {"name": "x" * 201}, "name"),
 ]  # fmt: skip
 

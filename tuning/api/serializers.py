@@ -101,7 +101,7 @@ class TrialSerializer(serializers.ModelSerializer):
         model = Trial
         fields = [
             "id", "number", "ray_trial_id", "status", "hyperparameters", "latest_metric_value", "best_metric_value",
-            "iterations", "end_reason", "end_description", "error_message", "run", "created_at", "started_at",
-            "finished_at",
+            "iterations", "end_reason", "end_description", "error_message", "run", "node", "created_at",
+            "started_at", "finished_at",
         ]  # fmt: skip
         read_only_fields = fields

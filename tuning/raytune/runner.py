@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import threading
 import uuid
 from typing import Any
@@ -23,6 +22,7 @@ from tuning.models import Trial, TuningJob
 from tunix_rt.heartbeat import Heartbeat
 
 from .callbacks import JobStopper, TrialRecorder, close_callbacks
+from .search import IndexedSearchGenerator
 from .trainables import run_trial
 
 logger = logging.getLogger(__name__)
@@ -129,9 +129,14 @@ def to_ray_param_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def _search_algorithm(job: TuningJob):
     if job.search_algorithm == TuningJob.SearchAlgorithm.OPTUNA:
+        from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(seed=job.seed)
+        # Trial ids from the generator's count, so a restore after a crash gives trials lost with
+        # the driver their old ids (and rows, and runs) back: see search.py.
+        return IndexedSearchGenerator(
+            ConcurrencyLimiter(OptunaSearch(seed=job.seed), max_concurrent=job.max_concurrent_trials)
+        )
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     # Random and grid search: grid parameters are expanded, the others sampled. The generator
@@ -173,7 +178,8 @@ def build_tuner(
             metric=job.metric,
             mode=job.mode,
             num_samples=job.num_samples,
-            max_concurrent_trials=job.max_concurrent_trials if job.search_algorithm == "optuna" else None,
+            # Both search algorithms limit concurrency themselves (Tune ignores the setting for them).
+            max_concurrent_trials=None,
             search_alg=_search_algorithm(job),
             scheduler=_scheduler(job),
             time_budget_s=job.time_budget_s,
@@ -262,7 +268,7 @@ def tuning_job_run(*, job_id: int) -> TuningJob | None:
             storage_path, name = os.path.split(previous)
         else:
             storage_path, name = services.tuning_storage_path(), f"job-{job_id}-{uuid.uuid4().hex[:8]}"
-        lease_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        lease_owner = services.lease_owner_new()
         if not services.tuning_job_begin(
             job_id=job_id, lease_owner=lease_owner, experiment_path=os.path.join(storage_path, name)
         ):

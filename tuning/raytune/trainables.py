@@ -45,6 +45,7 @@ def run_trial(config: dict[str, Any], job_id: int) -> None:
     """Create (or claim) the trial's run, execute it reporting every epoch to Tune, and fail the
     trial if the run failed. A scheduler stop ends the run `cancelled` at its next report."""
     _django_setup()
+    import ray
     from django.db import connections
     from ray import tune
 
@@ -84,6 +85,8 @@ def run_trial(config: dict[str, Any], job_id: int) -> None:
 
     try:
         run_id = services.trial_run_claim(job_id=job_id, ray_trial_id=ray_trial_id, sampled=plain(config))
+        node = ray.get_runtime_context().get_node_id() or ""
+        services.trial_node_record(job_id=job_id, ray_trial_id=ray_trial_id, node=node)
         run = execute_run(run_id, on_report=on_report)
         if not stopped_by_tune and unforwarded is not None and run is not None and run.status != Run.Status.FAILED:
             try:

@@ -17,6 +17,7 @@ from ..config import (
     MAX_TRIAL_RETRIES,
 )
 from .experiment import (
+    lease_owner_new,
     tuning_job_begin,
     tuning_job_finalize,
     tuning_job_heartbeat,
@@ -33,11 +34,12 @@ from .jobs import (
     tuning_job_resume,
     tuning_job_start,
 )
-from .reaper import stale_work_reap
+from .reaper import stale_work_reap, tuning_jobs_reclaim_from_dead_local_workers
 from .trials import (
     ERROR_MESSAGE_CHARS,
     trial_complete,
     trial_fail,
+    trial_node_record,
     trial_register,
     trial_result_record,
     trial_run_claim,
@@ -56,7 +58,9 @@ __all__ = [
     "MAX_SEED",
     "MAX_TIME_BUDGET_S",
     "MAX_TRIAL_RETRIES",
+    "lease_owner_new",
     "stale_work_reap",
+    "tuning_jobs_reclaim_from_dead_local_workers",
     "trials_end_unfinished",
     "trials_reset_for_rerun",
     "tuning_job_enqueue",
@@ -66,6 +70,7 @@ __all__ = [
     "tuning_job_resume",
     "trial_complete",
     "trial_fail",
+    "trial_node_record",
     "trial_register",
     "trial_result_record",
     "trial_run_claim",

@@ -5,8 +5,12 @@ current state, so replays change nothing. Trial writes live in `trials`."""
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 from datetime import datetime, timedelta
 
+import psutil
 from django.conf import settings
 from django.db.models import Count, F, Q, Value
 from django.db.models.functions import Coalesce
@@ -27,6 +31,32 @@ logger = logging.getLogger(__name__)
 
 # How the reaper's failure message starts when it gives a job up.
 WORKER_LOST = "Worker lost"
+
+
+def lease_host() -> str:
+    """This host's name as lease owners carry it."""
+    return socket.gethostname()
+
+
+def lease_owner_new() -> str:
+    """A lease owner for a driver in this process: "<host>:<pid>:<random>", so a worker starting
+    on the same host can tell that the holder is gone (tuning_jobs_reclaim_from_dead_local_workers)."""
+    return f"{lease_host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def lease_holder_is_dead_here(lease_owner: str) -> bool:
+    """True if `lease_owner` names a process of this host that no longer exists (or is a zombie).
+    A reused pid reads as alive: the lease then waits for its expiry, the safe direction."""
+    host, _, rest = lease_owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != lease_host() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        return psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:  # exists, but not ours to inspect
+        return False
 
 
 def _lease_until():

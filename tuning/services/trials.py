@@ -94,6 +94,11 @@ def trial_run_claim(*, job_id: int, ray_trial_id: str, sampled: dict[str, Any]) 
     return run.pk
 
 
+def trial_node_record(*, job_id: int, ray_trial_id: str, node: str) -> None:
+    """Inside a trial: the Ray node running it (the latest one, when a retry moved it)."""
+    Trial.objects.filter(job_id=job_id, ray_trial_id=ray_trial_id).exclude(node=node).update(node=node[:64])
+
+
 def _best_of(mode: str, value: float):
     """SQL for the trial's best value after seeing `value`, in the job's direction."""
     best = Coalesce(F("best_metric_value"), Value(value))
