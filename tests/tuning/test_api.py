@@ -198,3 +198,20 @@ def test_admin_lists_jobs_with_trials_and_cancels_through_the_service(client, us
     response = client.post("/admin/tuning/tuningjob/", {"action": "cancel_jobs", "_selected_action": [job.pk]})
     assert response.status_code == 302
     assert TuningJob.objects.get(pk=job.pk).status == TuningJob.Status.CANCELLED
+
+
+@pytest.mark.django_db
+def test_trials_api_says_why_each_trial_ended_from_one_field(api_client, user):
+    job = TuningJobFactory(owner=user, status=TuningJob.Status.CANCELLED, cancelled_by=user)
+    TrialFactory(job=job, number=1, status=Trial.Status.STOPPED, end_reason=Trial.EndReason.STOPPED_EARLY, iterations=3)
+    TrialFactory(job=job, number=2, status=Trial.Status.FAILED, end_reason=Trial.EndReason.FAILED, error_message="boom")
+    TrialFactory(job=job, number=3, status=Trial.Status.CANCELLED, end_reason=Trial.EndReason.CANCELLED)
+    TrialFactory(job=job, number=4, status=Trial.Status.RUNNING)
+    rows = api_client.get(f"{JOBS}{job.pk}/trials/?ordering=number").json()["results"]
+    assert [(r["end_reason"], r["end_description"]) for r in rows] == [
+        ("stopped_early", "Stopped early at step 3"),
+        ("failed", "Failed: boom"),
+        ("cancelled", f"Cancelled by {user.username}"),
+        ("", ""),
+    ]
+    assert api_client.get(f"{JOBS}{job.pk}/").json()["cancelled_by"] == user.username
