@@ -108,10 +108,13 @@ def test_random_search_samples_a_log_int_within_bounds():
 @pytest.mark.django_db
 def test_optuna_receives_a_log_int_distribution_and_samples_within_bounds():
     import optuna
+    from ray.tune.search.optuna import OptunaSearch
 
     from tuning.raytune.runner import _search_algorithm
 
     searcher = _search_algorithm(TuningJobFactory(search_algorithm="optuna", seed=0))
+    while not isinstance(searcher, OptunaSearch):  # the id-keeping generator and concurrency limiter wrap it
+        searcher = searcher.searcher
     assert searcher.set_search_properties("val_accuracy", "max", to_ray_param_space(_log_int_space()))
     # What OptunaSearch passes to trial.suggest_int / study.ask: suggest_int(1, 1000, log=True).
     assert searcher._space == {"hidden_units": optuna.distributions.IntDistribution(1, 1000, log=True)}
