@@ -19,6 +19,10 @@ from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
 
+# Real Chromium fixtures, defined once for every folder: a second session-scoped Playwright would
+# start its event loop inside the first one's.
+pytest_plugins = ["tests.browser"]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Property-based and schema tests (hypothesis, schemathesis): derandomized in CI, so that a red run

@@ -9,9 +9,6 @@ import pytest
 from runs.models import Evaluation, Run
 from tests.factories import RunFactory
 
-# The browser fixtures of tests/ui (real Chromium) for test_browser.py.
-from tests.ui.conftest import browser, browser_context, browser_user, signed_in_page  # noqa: F401
-
 
 @pytest.fixture(autouse=True)
 def registry_dir(settings, tmp_path) -> Path:

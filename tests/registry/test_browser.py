@@ -9,8 +9,8 @@ import zipfile
 import pytest
 
 from registry.models import AliasChange, ModelAlias, ModelVersion
+from tests.browser import screenshot
 from tests.factories import TrialFactory, TuningJobFactory
-from tests.ui.conftest import screenshot
 from tuning.models import TuningJob
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -13,6 +13,7 @@ from django.test import Client
 
 from registry import services
 from registry.models import ModelAlias
+from tests.conftest import wait_for
 from tests.tuning.test_integration import start_job, wait_until_finished
 from tuning.models import TuningJob
 
@@ -43,6 +44,15 @@ def test_job_policy_promotes_and_moves_the_alias_only_if_better(celery_worker, a
     finished = {model: wait_until_finished(job, timeout=120) for model, job in jobs.items()}
     for job in finished.values():
         assert job.status == TuningJob.Status.SUCCEEDED, job.error_message
+    # The policy runs once the job has succeeded: its note is written a moment after the status.
+    finished = {
+        model: wait_for(
+            lambda job=job: TuningJob.objects.filter(pk=job.pk).exclude(promotion_note="").first(),
+            timeout=60,
+            message="the promotion note",
+        )
+        for model, job in finished.items()
+    }
 
     beaten = finished["beaten"]
     assert ModelAlias.objects.get(model__name="beaten", name="champion").version.version == 2

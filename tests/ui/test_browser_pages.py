@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from runs.models import MetricPoint, Run
-from tests.ui.conftest import screenshot
+from tests.browser import screenshot
 from tests.ui.data import job_with_trials, run_with_logs
 from tuning.models import Trial, TuningJob
 

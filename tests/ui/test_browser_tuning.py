@@ -9,7 +9,7 @@ import re
 import pytest
 
 from runs.models import Run
-from tests.ui.conftest import screenshot
+from tests.browser import screenshot
 from tuning.models import Trial, TuningJob
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
