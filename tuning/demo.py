@@ -9,16 +9,19 @@ DEMO_JOB_NAME = "Tunix SFT on addition traces"
 DEMO_JOB = {
     "trainer": "tunix-sft",
     "dataset": "addition@1",
-    "search_space": {
-        "learning_rate": {"type": "loguniform", "low": 3e-4, "high": 1e-2},
-        "batch_size": {"type": "choice", "values": [16, 32]},
-    },
-    "fixed_hyperparameters": {"max_steps": 300, "eval_interval": 50, "eval_items": 100},
-    # ASHA on the held-out loss, reported every eval_interval: informative from the first report,
-    # whereas exact match stays near 0 for every trial until ~200 steps (ASHA would stop at random).
-    "metric": "eval_loss",
-    "mode": "min",
-    "num_samples": 6,
+    # Batch 64 at a constant rate of 3e-3-3.5e-3 reached 95.5-100 % held-out exact match in 500 steps
+    # for four seeds (loss still falling: 600 steps for margin); 2.5e-3 reached 91.5 %, 6e-3 49 %;
+    # batch 32 learns slower per step (docs/tunix.md). Only the rate varies, so every trial runs the
+    # same compiled program.
+    "search_space": {"learning_rate": {"type": "loguniform", "low": 2.8e-3, "high": 4e-3}},
+    "fixed_hyperparameters": {"batch_size": 64, "max_steps": 600, "eval_interval": 100, "eval_items": 200},
+    # Optimise what a user judges the model by: exact match on all 200 held-out additions. ASHA
+    # stops trials early by the trainer's stand-in, answer_token_accuracy (teacher-forced, from the
+    # eval forward pass); every rate in the range reaches >= 95 % by step 600, so a stop mostly
+    # saves time (within the range the stand-in ranks trials only weakly: docs/tunix.md).
+    "metric": "accuracy",
+    "mode": "max",
+    "num_samples": 4,
     "max_concurrent_trials": 2,
     "scheduler": "asha",
     "seed": 0,

@@ -168,6 +168,11 @@ class Trainer:
     default_mode: ClassVar[str] = "max"
     # Metrics reported per epoch (documented for users choosing a tuning objective).
     metrics: ClassVar[tuple[str, ...]] = ()
+    # Early stopping (ASHA, median rule) judges trials at intermediate reports. A metric that only
+    # becomes informative late (exact match) may name a cheap stand-in here that ranks trials as it
+    # will, in the same direction: {"accuracy": "answer_token_accuracy"}. The job still optimises,
+    # records and picks its best run by its own metric.
+    early_stopping_metrics: ClassVar[dict[str, str]] = {}
 
     def dataset_names(self, user=None) -> tuple[str, ...]:
         """Datasets this user's runs may name (trainers with user data filter by owner)."""

@@ -1,8 +1,7 @@
 """A Tunix run's version, downloaded from the registry, loads back with Tunix's safetensors loader
 and answers the held-out prompts as the run did.
 
-Needs the Tunix trainer's `export/` folder (runs/trainers/tunix/hf_format.py, from the `tunix`
-branch): until that has landed, this module skips itself.
+It reads the Tunix trainer's `export/` folder (runs/trainers/tunix/hf_format.py).
 """
 
 from __future__ import annotations
@@ -13,24 +12,21 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("tunix")
-pytest.importorskip("runs.trainers.tunix.hf_format", reason="the Tunix export (branch tunix) has not landed")
-
-from runs import services  # noqa: E402
-from runs.execution import execute_run  # noqa: E402
-from runs.models import Run  # noqa: E402
-from traces.services import trace_dataset_resolve  # noqa: E402
+from runs import services
+from runs.execution import execute_run
+from runs.models import Run
+from traces.services import trace_dataset_resolve
 
 pytestmark = pytest.mark.django_db
 
 
 def greedy_outputs(folder: Path, count: int) -> list[str]:
     """Decode the first `count` held-out prompts greedily from a folder, as the trainer's evaluation does."""
-    from runs.trainers.tunix.evaluation import held_out_decoder
-    from runs.trainers.tunix.hf_format import config_from_hf
     from tunix.models.qwen3 import params as qwen3_params
 
     from runs.trainers.tunix.data import HFTokenizer
+    from runs.trainers.tunix.evaluation import held_out_decoder
+    from runs.trainers.tunix.hf_format import config_from_hf
 
     config = config_from_hf(folder)
     model = qwen3_params.create_model_from_safe_tensors(str(folder), config)

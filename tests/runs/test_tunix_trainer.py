@@ -33,6 +33,11 @@ def test_tiny_model_learns_held_out_additions_with_falling_loss(user):
     eval_losses = [p.values["eval_loss"] for p in points]
     assert eval_losses[-1] < 0.5 * eval_losses[0], eval_losses
     assert points[-1].values["train_loss"] < points[0].values["train_loss"]
+    # The teacher-forced figures of the eval pass: informative from the first report, and an item
+    # with every completion token right is one greedy decoding reproduces.
+    token_accuracy = [p.values["answer_token_accuracy"] for p in points]
+    assert 0.5 < token_accuracy[0] < token_accuracy[-1] <= 1.0, token_accuracy
+    assert all(p.values["teacher_forced_exact_match"] <= p.values["accuracy"] + 0.05 for p in points)
     evaluation = run.evaluation
     assert evaluation.primary_metric == "accuracy"
     assert evaluation.metrics["majority_baseline"] < 0.1
@@ -116,3 +121,49 @@ def test_pretrained_path_outside_the_models_directory_is_refused(api_client, pat
     assert response.status_code == 400
     assert "pretrained_path" in response.json()["hyperparameters"]
     assert Run.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("metric", "scheduler", "ranked_by"),
+    [("accuracy", "asha", "answer_token_accuracy"), ("accuracy", "median", "answer_token_accuracy"),
+     ("eval_loss", "asha", "eval_loss"), ("accuracy", "fifo", None)],
+)  # fmt: skip
+def test_early_stopping_of_an_accuracy_job_ranks_trials_by_answer_token_accuracy(metric, scheduler, ranked_by):
+    from tuning.models import TuningJob
+    from tuning.raytune import runner
+
+    job = TuningJob(trainer="tunix-sft", metric=metric, mode="min" if metric == "eval_loss" else "max")
+    job.scheduler, job.search_algorithm = scheduler, "optuna"
+
+    built = runner._scheduler(job)
+    searcher = runner._search_algorithm(job)
+
+    if ranked_by is None or ranked_by == metric:  # FIFO stops nothing; eval_loss has no stand-in
+        assert not runner._stands_in(job) and built.metric is None  # TuneConfig carries the job's metric
+    else:
+        assert (built.metric, built._mode) == (ranked_by, "max")
+        assert (searcher.metric, searcher.mode) == ("accuracy", "max")  # the search still optimises accuracy
+
+
+@pytest.mark.django_db
+def test_a_tunix_run_stopped_early_is_evaluated_with_the_model_of_its_last_report(user):
+    from runs.trainers.base import RunStoppedEarly
+
+    def stop_at_step_20(step: int, metrics: dict) -> None:
+        if step >= 20:
+            raise RunStoppedEarly()  # what Ray Tune's scheduler does through the trainable
+
+    run = services.run_create(
+        owner=user,
+        trainer="tunix-sft",
+        dataset="addition@1",
+        hyperparameters={"max_steps": 200, "eval_interval": 20, "eval_items": 20},
+        enqueue=False,
+    )
+    run = execute_run(run.pk, on_report=stop_at_step_20)
+
+    assert run.status == Run.Status.STOPPED, run.error_message
+    assert list(run.metric_points.values_list("step", flat=True)) == [20]
+    assert run.evaluation.primary_metric == "accuracy" and len(run.evaluation.details) == 20
+    assert run.evaluation.metrics["accuracy"] == run.metric_points.get().values["accuracy"]
+    assert (Path(run.output_dir) / "export" / "model.safetensors").is_file()

@@ -127,16 +127,32 @@ def to_ray_param_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return converted
 
 
+def early_stopping_metric(job: TuningJob) -> str:
+    """What ASHA and the median rule rank trials by: the trainer's stand-in for the job's metric
+    when it declares one (runs/trainers/base.py), else the job's metric itself."""
+    from runs.trainers.registry import get_trainer
+
+    try:
+        declared = get_trainer(job.trainer).early_stopping_metrics
+    except Exception:  # an unknown trainer fails in its trials, with its own message
+        declared = {}
+    return declared.get(job.metric, job.metric)
+
+
 def _search_algorithm(job: TuningJob):
     if job.search_algorithm == TuningJob.SearchAlgorithm.OPTUNA:
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
+        # The objective is not in TuneConfig when the scheduler ranks by a stand-in metric.
+        optuna = (
+            OptunaSearch(metric=job.metric, mode=job.mode, seed=job.seed)
+            if _stands_in(job)
+            else OptunaSearch(seed=job.seed)
+        )
         # Trial ids from the generator's count, so a restore after a crash gives trials lost with
         # the driver their old ids (and rows, and runs) back: see search.py.
-        return IndexedSearchGenerator(
-            ConcurrencyLimiter(OptunaSearch(seed=job.seed), max_concurrent=job.max_concurrent_trials)
-        )
+        return IndexedSearchGenerator(ConcurrencyLimiter(optuna, max_concurrent=job.max_concurrent_trials))
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     # Random and grid search: grid parameters are expanded, the others sampled. The generator
@@ -145,11 +161,19 @@ def _search_algorithm(job: TuningJob):
 
 
 def _scheduler(job: TuningJob):
+    # A scheduler given its own metric refuses TuneConfig's (Tune raises): one or the other.
+    own = {"metric": early_stopping_metric(job), "mode": job.mode} if _stands_in(job) else {}
     if job.scheduler == TuningJob.Scheduler.ASHA:
-        return tune.schedulers.ASHAScheduler(time_attr="epoch", max_t=ASHA_MAX_T, grace_period=1, reduction_factor=2)
+        return tune.schedulers.ASHAScheduler(
+            time_attr="epoch", max_t=ASHA_MAX_T, grace_period=1, reduction_factor=2, **own
+        )
     if job.scheduler == TuningJob.Scheduler.MEDIAN:
-        return tune.schedulers.MedianStoppingRule(time_attr="epoch", grace_period=1, min_samples_required=2)
+        return tune.schedulers.MedianStoppingRule(time_attr="epoch", grace_period=1, min_samples_required=2, **own)
     return tune.schedulers.FIFOScheduler()
+
+
+def _stands_in(job: TuningJob) -> bool:
+    return job.scheduler != TuningJob.Scheduler.FIFO and early_stopping_metric(job) != job.metric
 
 
 def check_resources(job: TuningJob, available: dict[str, float]) -> None:
@@ -175,8 +199,8 @@ def build_tuner(
         _trainable(job),
         param_space=to_ray_param_space(job.search_space),
         tune_config=tune.TuneConfig(
-            metric=job.metric,
-            mode=job.mode,
+            metric=None if _stands_in(job) else job.metric,
+            mode=None if _stands_in(job) else job.mode,
             num_samples=job.num_samples,
             # Both search algorithms limit concurrency themselves (Tune ignores the setting for them).
             max_concurrent_trials=None,

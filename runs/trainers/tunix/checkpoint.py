@@ -17,8 +17,28 @@ from runs.trainers.base import RunContext
 from .trainer import pretrained_folder
 
 
+def checkpoint_format(hp: dict) -> str:
+    """ "" (no checkpoint), "tunix-rt" (model.npz + model_config.json) or "hf" (a Hugging Face folder).
+    An empty `pretrained_config` means: what the folder holds (config.json first)."""
+    if not hp["pretrained_path"]:
+        return ""
+    if hp["pretrained_config"] == "tunix-rt":
+        return "tunix-rt"
+    if hp["pretrained_config"]:
+        return "hf"
+    folder = pretrained_folder(hp["pretrained_path"])
+    if (folder / "config.json").is_file():
+        return "hf"
+    if (folder / "model_config.json").is_file():
+        return "tunix-rt"
+    raise FileNotFoundError(
+        f"{folder} holds neither a Hugging Face checkpoint (config.json, *.safetensors, tokenizer.json) "
+        "nor a Tunix RT run's model (model.npz, model_config.json)"
+    )
+
+
 def hf_checkpoint(hp: dict) -> bool:
-    return bool(hp["pretrained_path"]) and hp["pretrained_config"] != "tunix-rt"
+    return checkpoint_format(hp) == "hf"
 
 
 def _load_tunix_rt_checkpoint(folder: Path):
@@ -40,12 +60,16 @@ def _load_tunix_rt_checkpoint(folder: Path):
 def build_model(hp: dict, vocab_size: int):
     if hp["pretrained_path"]:
         folder = pretrained_folder(hp["pretrained_path"])
-        if hp["pretrained_config"] == "tunix-rt":
+        if checkpoint_format(hp) == "tunix-rt":
             model, config = _load_tunix_rt_checkpoint(folder)
         else:
             from tunix.models.qwen3 import params as qwen3_params
 
-            config = getattr(qwen3_lib.ModelConfig, hp["pretrained_config"])()
+            from .hf_format import config_from_hf
+
+            # A named Tunix preset, or (empty) the architecture in the folder's config.json.
+            preset = hp["pretrained_config"]
+            config = getattr(qwen3_lib.ModelConfig, preset)() if preset else config_from_hf(folder)
             model = qwen3_params.create_model_from_safe_tensors(str(folder), config)
         if hp["lora_rank"]:
             import qwix

@@ -49,15 +49,35 @@ class HFTokenizer:
         self._tok = Tokenizer.from_file(f"{folder}/tokenizer.json")
         config_file = Path(folder) / "tokenizer_config.json"
         config = json.loads(config_file.read_text()) if config_file.exists() else {}
-        self._eos = self._tok.token_to_id(config.get("eos_token") or "<|im_end|>") or self._tok.token_to_id(
-            "<|endoftext|>"
-        )
-        self._pad = self._tok.token_to_id(config.get("pad_token") or "<|endoftext|>") or self._eos
-        self._bos = self._tok.token_to_id(config.get("bos_token") or "") or None
+
+        def token_id(key: str, *fallbacks: str) -> int | None:
+            # Ids may be 0 (a falsy id is still an id); names may be saved as {"content": ...}.
+            for name in (config.get(key), *fallbacks):
+                name = name.get("content") if isinstance(name, dict) else name
+                found = self._tok.token_to_id(name) if name else None
+                if found is not None:
+                    return found
+            return None
+
+        self._eos = token_id("eos_token", "<|im_end|>", "<|endoftext|>")
+        if self._eos is None:
+            raise ValueError(f"{folder}: no EOS token (set eos_token in tokenizer_config.json)")
+        pad = token_id("pad_token", "<|endoftext|>")
+        self._pad = self._eos if pad is None else pad
+        self._bos = token_id("bos_token")
         self.vocab_size = self._tok.get_vocab_size()
 
     def encode(self, text: str, **kwargs) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
+
+    def special_tokens(self) -> dict[str, str | None]:
+        """The names of BOS, EOS and PAD, as tokenizer_config.json spells them."""
+        name = self._tok.id_to_token
+        return {
+            "bos_token": name(self._bos) if self._bos is not None else None,
+            "eos_token": name(self._eos),
+            "pad_token": name(self._pad),
+        }
 
     def decode(self, ids, **kwargs) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)

@@ -4,6 +4,7 @@ worker process that executes a run imports this module (through `TunixSFTTrainer
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -15,18 +16,16 @@ import optax
 from absl import logging as absl_logging
 from django.conf import settings
 from flax import nnx
-from tunix.generate import sampler as sampler_lib
 from tunix.sft import hooks as hooks_lib
 from tunix.sft import peft_trainer
 
-from runs.trainers.base import EvaluationResult, RunContext
-from traces.parsing import extract_answer, render_completion
+from runs.trainers.base import EvaluationResult, RunContext, RunStoppedEarly
+from traces.parsing import extract_answer
 from traces.services import trace_dataset_resolve
 
+from . import hf_format
 from .checkpoint import build_model, hf_checkpoint, save
 from .data import (
-    EVAL_BATCH,
-    PROMPT_SUFFIX,
     ByteTokenizer,
     HFTokenizer,
     encode_split,
@@ -36,6 +35,7 @@ from .data import (
     round_up,
     train_batches,
 )
+from .evaluation import Decoder, exact_match, held_out_decoder, loss_and_answer_hits
 from .trainer import pretrained_folder
 
 MAX_DETAILS = 200
@@ -67,57 +67,26 @@ class TrainedModel:
     final_outputs: list[str] | None
 
 
-class _Decoder:
-    """Greedy decoding of the held-out prompts with Tunix's Sampler: one sampler (one compiled
-    prefill/decode) whose weights are refreshed from the model being trained at each report."""
+class _PeftTrainer(peft_trainer.PeftTrainer):
+    """PeftTrainer that keeps the auxiliary counts of its eval steps for the report hook."""
 
-    def __init__(self, model, config, tokenizer, items: list[dict], max_prompt_len: int, max_new_tokens: int):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.prompts = [item["prompt"] + PROMPT_SUFFIX for item in items]
-        self.max_prompt_len = max_prompt_len
-        self.max_new_tokens = max_new_tokens
-        self.batch = min(EVAL_BATCH, len(self.prompts))
-        cache = sampler_lib.CacheConfig(
-            cache_size=max_prompt_len + max_new_tokens,
-            num_layers=config.num_layers,
-            num_kv_heads=config.num_kv_heads,
-            head_dim=config.head_dim,
-        )
-        self.sampler: sampler_lib.Sampler | None = None
-        self.cache = cache
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eval_counts: dict[str, float] = {}
 
-    def decode(self) -> list[str]:
-        if self.sampler is None:
-            self.sampler = sampler_lib.Sampler(
-                transformer=self.model, tokenizer=self.tokenizer, cache_config=self.cache
-            )
-        else:
-            self.sampler.transformer_state = nnx.variables(self.model)
-        texts: list[str] = []
-        for start in range(0, len(self.prompts), self.batch):
-            chunk = self.prompts[start : start + self.batch]
-            padded = chunk + [chunk[-1]] * (self.batch - len(chunk))  # one batch shape, one compile
-            out = self.sampler(
-                padded,
-                max_generation_steps=self.max_new_tokens,
-                max_prompt_length=self.max_prompt_len,
-                eos_tokens=[self.tokenizer.eos_id()],
-                temperature=0.0,
-            )
-            texts.extend(out.text[: len(chunk)])
-        return texts
+    def _post_process_eval_step(self, aux) -> None:
+        for key, value in aux.items():
+            self.eval_counts[key] = self.eval_counts.get(key, 0.0) + float(value)
 
-
-def _accuracy(items: list[dict], texts: list[str]) -> float:
-    hits = sum(extract_answer(text) == item["final_answer"].strip() for item, text in zip(items, texts, strict=True))
-    return hits / len(items)
+    def take_eval_counts(self) -> dict[str, float]:
+        counts, self.eval_counts = self.eval_counts, {}
+        return counts
 
 
 class _ReportHook(hooks_lib.TrainingHooks):
     """Turns Tunix's periodic evaluation into `ctx.report(step, {...})` calls (ASHA sees them)."""
 
-    def __init__(self, ctx: RunContext, started: float, decoder: _Decoder, items: list[dict]):
+    def __init__(self, ctx: RunContext, started: float, decoder: Decoder, items: list[dict]):
         self.ctx = ctx
         self.started = started
         self.decoder = decoder
@@ -149,6 +118,7 @@ class _ReportHook(hooks_lib.TrainingHooks):
         logger = train_ctx.metrics_logger
         step = train_ctx.train_steps
         eval_loss = float(logger.get_metric_history(train_ctx.metrics_prefix, "loss", "eval")[-1])
+        counts = train_ctx.take_eval_counts()
         self.last_eval_loss = eval_loss
         if step == 0 or step == self.last_step_reported:
             self.ctx.log(f"step {step}: eval_loss={eval_loss:.4f}")
@@ -162,20 +132,27 @@ class _ReportHook(hooks_lib.TrainingHooks):
                 train_loss = float(np.mean(recent))
         if not np.isfinite(eval_loss):
             raise FloatingPointError(f"training diverged at step {step} (eval loss {eval_loss})")
-        # Held-out exact match at every report, so a tuning job can rank (and ASHA stop) on accuracy.
+        # Held-out exact match at every report: a job may optimise it, and its best run is the best
+        # report. Early stopping ranks accuracy jobs by answer_token_accuracy (trainer.py).
+        decode_started = time.monotonic()
         self.last_texts = self.decoder.decode()
+        decode_s = time.monotonic() - decode_started
         metrics = {
             "train_loss": train_loss,
             "eval_loss": eval_loss,
             "perplexity": float(np.exp(min(eval_loss, 50.0))),
-            "accuracy": _accuracy(self.items, self.last_texts),
+            "accuracy": exact_match(self.items, self.last_texts),
+            # Teacher-forced, from the eval forward pass (no decoding): informative from the first
+            # report, when exact match is still 0 for every trial (the early-stopping signal).
+            "answer_token_accuracy": counts["hits"] / max(counts["tokens"], 1.0),
+            "teacher_forced_exact_match": counts["items_right"] / max(counts["items"], 1.0),
         }
         if not np.isfinite(train_loss):
             del metrics["train_loss"]
         self.ctx.log(
             f"step {step}: "
             + " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-            + f" ({time.monotonic() - self.started:.1f}s)"
+            + f" ({time.monotonic() - self.started:.1f}s; decoding {len(self.items)} prompts {decode_s:.1f}s)"
         )
         self.last_step_reported = step
         self.ctx.report(step, metrics)
@@ -192,8 +169,14 @@ def _optimizer(hp: dict):
             ],
             [hp["warmup_steps"]],
         )
-        return optax.adamw(rate, weight_decay=hp["weight_decay"])
-    return optax.inject_hyperparams(optax.adamw)(learning_rate=hp["learning_rate"], weight_decay=hp["weight_decay"])
+        adamw = optax.adamw(rate, weight_decay=hp["weight_decay"])
+    else:
+        adamw = optax.inject_hyperparams(optax.adamw)(
+            learning_rate=hp["learning_rate"], weight_decay=hp["weight_decay"]
+        )
+    if hp["max_grad_norm"]:
+        return optax.chain(optax.clip_by_global_norm(hp["max_grad_norm"]), adamw)
+    return adamw
 
 
 def train(ctx: RunContext) -> TrainedModel:
@@ -209,8 +192,6 @@ def train(ctx: RunContext) -> TrainedModel:
     seq_len = min(hp["max_seq_len"], round_up(longest))
     train_tokens, train_masks, cut = encode_split(tokenizer, train_items, seq_len)
     eval_tokens, eval_masks, _ = encode_split(tokenizer, eval_items, seq_len)
-    prompt_lens = [len(tokenizer.encode(item["prompt"] + PROMPT_SUFFIX)) + 1 for item in eval_items]
-    completion_lens = [len(tokenizer.encode(render_completion(item))) + 1 for item in eval_items]
     ctx.log(
         f"dataset {dataset.reference}: {len(train_items)} train, {len(eval_items)} held-out traces; "
         f"sequence length {seq_len} tokens" + (f"; {cut} training traces cut to fit" if cut else "")
@@ -221,7 +202,15 @@ def train(ctx: RunContext) -> TrainedModel:
     ctx.log(
         f"model: Qwen3 {config.num_layers} layers, width {config.embed_dim}, {params:,} parameters"
         + (f", LoRA rank {hp['lora_rank']}" if hp["lora_rank"] else ", full fine-tune")
+        + f"; JAX on {', '.join(str(d) for d in jax.devices())}"
     )
+    if os.environ.get("CUDA_VISIBLE_DEVICES") and jax.default_backend() == "cpu":
+        # Ray gave this trial a GPU (gpus_per_trial > 0) but this JAX build has no CUDA backend.
+        ctx.log(
+            f"a GPU was assigned (CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}) but JAX runs on the "
+            'CPU: install the CUDA build in the worker environment (pip install "jax[cuda12]==0.10.2")',
+            stream="stderr",
+        )
 
     training_config = peft_trainer.TrainingConfig(
         eval_every_n_steps=hp["eval_interval"],
@@ -229,22 +218,31 @@ def train(ctx: RunContext) -> TrainedModel:
         metrics_logging_options=None,  # a log_dir leaks listeners across trainings in one process
         pbar_description=None,
     )
-    trainer = peft_trainer.PeftTrainer(model, _optimizer(hp), training_config)
+    trainer = _PeftTrainer(model, _optimizer(hp), training_config)
+    trainer = trainer.with_loss_fn(loss_and_answer_hits, has_aux=True)
     trainer = trainer.with_gen_model_input_fn(model_inputs(tokenizer.pad_id()))
-    max_prompt_len = round_up(max(prompt_lens), 8)
-    max_new_tokens = min(hp["max_new_tokens"], round_up(max(completion_lens) + 4, 8))
-    decoder = _Decoder(model, config, tokenizer, eval_items, max_prompt_len, max_new_tokens)
+    decoder = held_out_decoder(model, config, tokenizer, eval_items, hp["max_new_tokens"])
     hook = _ReportHook(ctx, started, decoder, eval_items)
     trainer.with_training_hooks(hook)
     held_out_batches = eval_batches(eval_tokens, eval_masks)
-    trainer.train(train_batches(train_tokens, train_masks, hp["batch_size"], hp["seed"]), held_out_batches)
-    if hook.last_step_reported != trainer.train_steps:
-        # max_steps is not a multiple of eval_interval: evaluate the final model once more.
-        _, eval_step = trainer.jit_train_and_eval_step()
-        trainer._run_eval(held_out_batches, eval_step)  # noqa: SLF001 (Tunix's own eval loop)
+    try:
+        trainer.train(train_batches(train_tokens, train_masks, hp["batch_size"], hp["seed"]), held_out_batches)
+    except RunStoppedEarly:
+        # Ray Tune stopped the trial at a report: the model of that step, and its held-out outputs
+        # just decoded for the report, are what gets saved and evaluated.
+        ctx.log(f"stopped early at step {hook.last_step_reported}; keeping the model of that step")
+    else:
+        if hook.last_step_reported != trainer.train_steps:
+            # max_steps is not a multiple of eval_interval: evaluate the final model once more.
+            _, eval_step = trainer.jit_train_and_eval_step()
+            trainer._run_eval(held_out_batches, eval_step)  # noqa: SLF001 (Tunix's own eval loop)
     ctx.log(f"trained {trainer.train_steps} steps in {time.monotonic() - started:.1f}s")
 
     save(ctx, model, config, hp)
+    source = pretrained_folder(hp["pretrained_path"]) if hf_checkpoint(hp) else None
+    hf_format.export(
+        ctx.output_dir, model, config, tokenizer, source=source, lora_alpha=hp["lora_alpha"], lora_rank=hp["lora_rank"]
+    )
     return TrainedModel(
         model=model,
         tokenizer=tokenizer,
