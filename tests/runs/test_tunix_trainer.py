@@ -135,8 +135,12 @@ def test_early_stopping_of_an_accuracy_job_ranks_trials_by_answer_token_accuracy
     job = TuningJob(trainer="tunix-sft", metric=metric, mode="min" if metric == "eval_loss" else "max")
     job.scheduler, job.search_algorithm = scheduler, "optuna"
 
+    from ray.tune.search.optuna import OptunaSearch
+
     built = runner._scheduler(job)
     searcher = runner._search_algorithm(job)
+    while not isinstance(searcher, OptunaSearch):  # the id-keeping generator and concurrency limiter wrap it
+        searcher = searcher.searcher
 
     if ranked_by is None or ranked_by == metric:  # FIFO stops nothing; eval_loss has no stand-in
         assert not runner._stands_in(job) and built.metric is None  # TuneConfig carries the job's metric
