@@ -72,6 +72,11 @@ def run_metric_best(*, run_id: int, metric: str, mode: str) -> float | None:
     return MetricPoint.objects.filter(run_id=run_id, **{f"values__{metric}__isnull": False}).aggregate(v=best)["v"]
 
 
+def run_metrics_latest(*, run_id: int) -> tuple[int, dict[str, float]] | None:
+    """The run's last stored step and its metrics; None before its first report."""
+    return MetricPoint.objects.filter(run_id=run_id).order_by("-step").values_list("step", "values").first()
+
+
 def run_metric_series(*, run: Run, after_step: int | None = None) -> dict[str, Any]:
     """The run's metrics as columns: `steps`, and per metric one value per step (None where a step
     did not report that metric). Reads plain rows, no model instances: cheap for many points."""

@@ -127,8 +127,29 @@ class WorkerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        # Ray's worker processes (the trials) have process groups of their own in the worker's
+        # session: left alone, a killed worker's trials run on and write for a while.
+        leftovers = session_processes(self.proc.pid)
+        for leftover in leftovers:
+            try:
+                leftover.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(leftovers, timeout=10)
         self.proc.wait()
         self.log.close()
+
+
+def session_processes(session_id: int) -> list[psutil.Process]:
+    """The processes of a session this test process started (a worker and all it spawned)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == session_id:
+                found.append(proc)
+        except OSError:
+            pass
+    return found
 
 
 def _require_broker() -> None:

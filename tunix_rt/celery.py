@@ -44,7 +44,14 @@ def _pool_child_ignores_sigterm(**_kwargs) -> None:
     this signal), then handled: its run stops and goes back to the queue within RUN_STOP_GRACE_S."""
     import signal
 
+    from billiard.process import current_process
+
     global _pool_child
+    # Celery 5.7 sends this signal from the solo pool too, in the main process, whose SIGTERM
+    # must stay Celery's warm shutdown (a tuning worker saves its experiment then). Celery tells
+    # the two apart the same way.
+    if current_process()._name == "MainProcess":
+        return
     _pool_child = True
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 

@@ -62,3 +62,31 @@ def test_sigterm_to_the_process_group_of_a_prefork_worker_stops_it_within_the_gr
         assert run.status == Run.Status.QUEUED, (run.status, run.error_message)  # given back, not lost
         assert run.last_step < 400
     assert max(stopped_in) < STOP_GRACE_S, stopped_in
+
+
+def test_sigterm_to_a_solo_worker_that_ran_a_task_is_a_warm_shutdown(broker, api_client):
+    # Celery 5.7 sends worker_process_init from the solo pool too: a solo worker (the tuning
+    # worker) once took itself for a pool child at its first task, and SIGTERM stopped nothing.
+    worker = WorkerProcess(
+        queues="runs", name=f"solo-stop-{os.getpid()}", extra_env={"CELERY_BROKER_URL": broker.url}
+    ).start()
+    try:
+        created = api_client.post(
+            "/api/runs/",
+            {"trainer": "sklearn-mlp", "dataset": "iris", "hyperparameters": {"epochs": 2}},
+            format="json",
+        )
+        assert created.status_code == 201, created.content
+        wait_for(
+            lambda: Run.objects.filter(pk=created.json()["id"], status=Run.Status.SUCCEEDED).exists(),
+            timeout=60,
+            message="the run to succeed",
+        )
+        worker.proc.send_signal(signal.SIGTERM)
+        try:
+            worker.proc.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the solo worker did not stop within {STOP_GRACE_S} s of SIGTERM")
+        assert worker.proc.returncode == 0
+    finally:
+        worker.stop(sig=signal.SIGKILL, timeout=1)

@@ -2,10 +2,14 @@
 trials at a time: the job succeeds with exactly its trials, the trials that were running are run
 again as the same trials, the finished ones are untouched, and numbers stay 1..N.
 
-Each (searcher, scheduler) pair meets one fault, and each searcher and each scheduler meets both.
-Workers form a chain: the worker that recovers a job runs the next case's job, so each case costs
-one worker start. Leases are long (STALE_AFTER_S = 600) and the reaper is never called: a killed
-worker's job must be taken back by the next worker starting on this host, within 30 s.
+Cases are parametrized only where the code differs. Random and grid search are one generator
+(Tune's BasicVariantGenerator, tuning/raytune/runner.py): its jobs here expand a grid parameter
+and sample a random one, so each covers both; Optuna goes through the product's
+IndexedSearchGenerator. Each of the two generators and each scheduler (FIFO, ASHA) meets both
+faults. Workers form a chain: the worker that recovers a job runs the next case's job, so each
+case costs one worker start. Leases are long (STALE_AFTER_S = 600) and the reaper is never
+called: a killed worker's job must be taken back by the next worker starting on this host,
+within 30 s.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ import time
 
 import pytest
 
+from runs.models import Run
 from tests.conftest import WorkerProcess, wait_for
 from tests.tuning import faultkit
 from tests.tuning.faultkit import assert_consistent, start_job
+from tests.tuning.trainers import hold_gate
 from tuning.models import Trial, TuningJob
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -34,19 +40,33 @@ LONG_LEASE_ENV = {
 }
 RECOVERY_BUDGET_S = 30
 EPOCHS = 4
-TRIAL = {"epochs": EPOCHS, "epoch_delay_s": 0.3}
-SPACES = {
-    "random": {"x": {"type": "uniform", "low": 0.0, "high": 1.0}},
-    "grid": {"x": {"type": "grid", "values": [0.2, 0.4, 0.6, 0.8]}},
-    "optuna": {"x": {"type": "uniform", "low": 0.0, "high": 1.0}},
+EPOCH_DELAY_S = 0.3
+# Trials that reach this epoch once another trial of their job ended hold there until the test
+# opens their job's gate after the fault (tests/tuning/trainers.py): the fault always meets
+# finished trials and running ones.
+HOLD_AFTER_EPOCH = 2
+# Basic-variant jobs: 2 grid values x 2 samples of a random parameter = 4 trials.
+BASIC = {
+    "search_space": {
+        "x": {"type": "grid", "values": [0.3, 0.7]},
+        "epoch_delay_s": {"type": "uniform", "low": EPOCH_DELAY_S - 0.05, "high": EPOCH_DELAY_S + 0.05},
+    },
+    "search_algorithm": "random",
+    "num_samples": 2,
+    "fixed_hyperparameters": {"epochs": EPOCHS, "hold_after_epoch": HOLD_AFTER_EPOCH},
 }
+OPTUNA = {
+    "search_space": {"x": {"type": "uniform", "low": 0.0, "high": 1.0}},
+    "search_algorithm": "optuna",
+    "num_samples": 4,
+    "fixed_hyperparameters": {"epochs": EPOCHS, "epoch_delay_s": EPOCH_DELAY_S, "hold_after_epoch": HOLD_AFTER_EPOCH},
+}
+SEARCHERS = {"random+grid": BASIC, "optuna": OPTUNA}
 CASES = [
-    ("random", "fifo", "kill"),
-    ("random", "asha", "term"),
-    ("grid", "fifo", "term"),
-    ("grid", "asha", "kill"),
-    ("optuna", "fifo", "kill"),
-    ("optuna", "asha", "term"),
+    ("random+grid", "fifo", "kill"),
+    ("random+grid", "asha", "term"),
+    ("optuna", "asha", "kill"),
+    ("optuna", "fifo", "term"),
 ]
 
 
@@ -80,13 +100,13 @@ def chain(broker):
 
 
 def _wait_mid_job(job: TuningJob) -> None:
-    """Until a trial ended (succeeded, or stopped by ASHA) and another runs with metrics."""
+    """Until a trial ended (succeeded, or stopped by ASHA) and another holds, running."""
 
     def mid_job() -> bool:
         trials = Trial.objects.filter(job=job)
         return (
             trials.filter(status__in=Trial.TERMINAL_STATUSES).exists()
-            and trials.filter(status=Trial.Status.RUNNING, run__metric_points__isnull=False).exists()
+            and trials.filter(status=Trial.Status.RUNNING, run__log_lines__text__startswith="holding at epoch").exists()
         )
 
     wait_for(mid_job, timeout=90, interval=0.1, message="a finished trial and a running one")
@@ -94,25 +114,28 @@ def _wait_mid_job(job: TuningJob) -> None:
 
 def _after_the_fault(job: TuningJob) -> tuple[dict[int, int], set[int]]:
     """Once the worker is gone (nothing writes any more): the finished trials' run ids, and the
-    interrupted trials (their run executing, not finished)."""
+    interrupted trials: unfinished, their run executing (a kill) or ended `stopped` by Tune
+    stopping its trials on the interrupt (a SIGTERM); either runs again on resume."""
     trials = Trial.objects.filter(job=job)
     done = dict(trials.filter(status__in=Trial.TERMINAL_STATUSES).values_list("pk", "run_id"))
-    interrupted = trials.exclude(status__in=Trial.TERMINAL_STATUSES).filter(run__status="running")
+    interrupted = trials.exclude(status__in=Trial.TERMINAL_STATUSES).filter(
+        run__status__in=[Run.Status.RUNNING, Run.Status.STOPPED]
+    )
     return done, set(interrupted.values_list("pk", flat=True))
 
 
 @pytest.mark.parametrize(("searcher", "scheduler", "fault"), CASES)
 def test_worker_fault_mid_job_resumes_the_same_trials_to_success(chain, api_client, searcher, scheduler, fault):
     first = chain.current
+    name = f"matrix {searcher} {scheduler} {fault}"
+    gate = hold_gate(name)
+    gate.touch()
     job = start_job(
         api_client,
-        name=f"matrix {searcher} {scheduler} {fault}",
-        search_space=SPACES[searcher],
-        search_algorithm=searcher,
+        name=name,
         scheduler=scheduler,
-        num_samples=1 if searcher == "grid" else 4,
         max_concurrent_trials=2,
-        fixed_hyperparameters=TRIAL,
+        **SEARCHERS[searcher],
     )
     _wait_mid_job(job)
     if fault == "kill":
@@ -123,8 +146,9 @@ def test_worker_fault_mid_job_resumes_the_same_trials_to_success(chain, api_clie
         assert first.proc.returncode == 0  # a warm shutdown, not a kill
         assert TuningJob.objects.get(pk=job.pk).status == TuningJob.Status.QUEUED
     done_before, interrupted = _after_the_fault(job)
-    assert interrupted
+    assert interrupted, list(Trial.objects.filter(job=job).values_list("number", "status", "run__status"))
 
+    gate.unlink()  # the interrupted trials run through when they run again
     chain.next()
     ready = time.monotonic()  # the new worker answers (its boot is slow on a loaded machine)
     # Running again on the new worker, long before the 600 s lease would have expired.

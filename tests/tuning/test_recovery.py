@@ -103,3 +103,31 @@ def test_a_starting_worker_takes_back_at_once_only_the_jobs_of_dead_drivers_of_i
     assert orphan.status == TuningJob.Status.QUEUED and "no longer exists on this host" in orphan.error_message
     assert TuningJob.objects.get(pk=alive.pk).status == TuningJob.Status.RUNNING
     assert TuningJob.objects.get(pk=remote.pk).status == TuningJob.Status.RUNNING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_trial_handed_again_after_its_run_succeeded_gives_tune_the_runs_last_result():
+    # A restored experiment hands a trial that finished after the last state save to its trial
+    # function again: its run is not executed again, and Tune gets the run's last stored result
+    # (with no metric Tune failed the whole experiment: "did not include the specified metric").
+    from runs.models import MetricPoint, Run
+    from tests.factories import RunFactory, TrialFactory
+    from tuning.raytune.trainables import run_trial
+
+    run = RunFactory(status=Run.Status.SUCCEEDED, attempts=1)
+    for step in (1, 2, 3):
+        MetricPoint.objects.create(run=run, step=step, values={"val_accuracy": step / 10})
+    trial = TrialFactory(run=run, status=Trial.Status.SUCCEEDED)
+
+    with (
+        mock.patch("ray.tune.get_context") as context,
+        mock.patch("ray.get_runtime_context") as runtime,
+        mock.patch("ray.tune.report") as report,
+    ):
+        context.return_value.get_trial_id.return_value = trial.ray_trial_id
+        runtime.return_value.get_node_id.return_value = "n" * 56
+        run_trial({}, job_id=trial.job_id)
+
+    report.assert_called_once_with({"val_accuracy": 0.3, "epoch": 3})
+    run.refresh_from_db()
+    assert run.status == Run.Status.SUCCEEDED and run.attempts == 1  # not executed again

@@ -49,6 +49,7 @@ def run_trial(config: dict[str, Any], job_id: int) -> None:
     from django.db import connections
     from ray import tune
 
+    from runs import selectors as run_selectors
     from runs.execution import execute_run
     from runs.models import Run
     from runs.trainers.base import RunCancelled, RunStoppedEarly
@@ -88,16 +89,23 @@ def run_trial(config: dict[str, Any], job_id: int) -> None:
         node = ray.get_runtime_context().get_node_id() or ""
         services.trial_node_record(job_id=job_id, ray_trial_id=ray_trial_id, node=node)
         run = execute_run(run_id, on_report=on_report)
-        if not stopped_by_tune and unforwarded is not None and run is not None and run.status != Run.Status.FAILED:
+        if run is None:
+            # Not executed: its run had ended already (a restored experiment hands a trial that
+            # finished after the last state save to its trial function again). Tune needs the
+            # trial's result (without its metric Tune fails the whole experiment; a searcher
+            # learns from it): the last one the run stored.
+            run = Run.objects.only("status", "error_message").get(pk=run_id)
+            unforwarded = None if run.status == Run.Status.FAILED else run_selectors.run_metrics_latest(run_id=run_id)
+        if not stopped_by_tune and unforwarded is not None and run.status != Run.Status.FAILED:
             try:
                 forward(*unforwarded)  # Tune sees the final epoch too
-            except RunCancelled:
-                pass
+            except (RunCancelled, RunStoppedEarly):
+                pass  # the run has ended already; a stop only ends the trial's thread (below)
         if stopped_by_tune:
             # Exit the thread as Tune expects: returning would make Tune's wrapper report a final
             # result nobody reads, and the actor could not be reused for the next trial.
             raise SystemExit(0)
-        if run is not None and run.status == Run.Status.FAILED:
+        if run.status == Run.Status.FAILED:
             raise TrialRunFailed(run.error_message or f"run {run_id} failed")
     finally:
         # Each trial runs in a new thread of a reused actor: close its database connection.
