@@ -11,6 +11,7 @@ from django.http import Http404
 from tunix_rt.exceptions import ValidationError
 
 from .models import AliasChange, ModelAlias, ModelVersion, RegisteredModel
+from .rules import SLUG
 
 MAX_COMPARED_ITEMS = 200
 
@@ -31,6 +32,8 @@ def models_for_list(*, user) -> QuerySet[RegisteredModel]:
 def model_for_name(*, user, name: str, owner: str | None = None) -> RegisteredModel:
     """The model named `name` in the caller's namespace; staff may name another owner's (or reach a
     name only one owner has). 404 when the user may see none; 400 on `owner` when several match."""
+    if not SLUG.match(name) or (owner and "\x00" in owner):
+        raise Http404(f"no model named {name!r}")  # never a name: no query (PostgreSQL refuses NUL bytes)
     models = models_for_list(user=user).filter(name=name)
     if owner:
         models = models.filter(owner__username=owner)

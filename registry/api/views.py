@@ -11,6 +11,7 @@ from rest_framework.response import Response
 
 from registry import selectors, services
 from registry.downloads import version_archive_response
+from registry.rules import SLUG
 from tunix_rt.api import JSONParser
 
 from .serializers import (
@@ -133,6 +134,11 @@ class RegisteredModelViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         """GET: the version the alias points at. PUT `{"version": n}`: move it there (atomically,
         recorded). DELETE: remove it (recorded)."""
         model = self.get_object()
+        if request.method != "PUT" and not SLUG.match(alias):
+            # Never an alias (PostgreSQL refuses a NUL byte in a query): nothing to find.
+            return Response(
+                {"detail": f"model {model.name!r} has no alias {alias!r}"}, status=status.HTTP_404_NOT_FOUND
+            )
         if request.method == "PUT":
             body = AliasMoveSerializer(data=request.data)
             body.is_valid(raise_exception=True)
